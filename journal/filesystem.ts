@@ -1,0 +1,410 @@
+import fs from 'node:fs';
+import type Fuse from 'fuse-native';
+import { FrameType } from '../shared/frame';
+import { Caller, OpInput, Times } from '../shared/ops';
+import { fromFusePath, parentOf } from '../shared/paths';
+import { posix, xattrNames } from '../shared/posix';
+import { FrameSink } from './sink';
+
+type Cb = (code: number) => void;
+
+/** A file the mount has open on the store. Its open travels lazily, on the first change made through it. */
+interface OpenFile {
+  /** The handle id that frames use (unique within the stream, unlike fds). */
+  id: number;
+  fd: number;
+  append: boolean;
+  /** Whether OPEN has been emitted. */
+  announced: boolean;
+}
+
+const EIO = -5;
+const S_ISGID = 0o2000;
+const O_ACCMODE = 3;
+const NO_ID = 0xffffffff;
+
+/**
+ * The passthrough filesystem: every FUSE operation is applied to the store with a synchronous
+ * system call, and every mutation is journaled to the sink before the handler returns.
+ *
+ * Order: libfuse runs up to ten worker threads, but fuse-native hands each request to the one
+ * JavaScript thread, where handlers run one at a time. A handler performs its store call and
+ * writes its frame without yielding (only sync calls), so no other operation can come between
+ * the two: the journal's order is exactly the order in which the store saw the operations, for
+ * any number of processes using the mount.
+ */
+export class JournalFs {
+  private readonly open = new Map<number, OpenFile>();
+  private nextHandle = 1;
+  private readonly asRoot = process.geteuid?.() === 0;
+
+  constructor(
+    private readonly store: string,
+    private readonly sink: FrameSink,
+    private readonly log: (message: string) => void,
+    private readonly callerOf: () => Caller,
+  ) {}
+
+  private real(p: string): string {
+    return p === '/' ? this.store : this.store + p;
+  }
+
+  private times(p: string): Times {
+    const st = fs.lstatSync(this.real(p), { bigint: true });
+    return [st.atimeNs, st.mtimeNs];
+  }
+
+  private fdTimes(fd: number): Times {
+    const st = fs.fstatSync(fd, { bigint: true });
+    return [st.atimeNs, st.mtimeNs];
+  }
+
+  private parentTimes(p: string): Times {
+    return this.times('/' + parentOf(fromFusePath(p)));
+  }
+
+  /**
+   * Runs a store operation and journals it. A failure of the store call answers the caller with its
+   * errno; a failure while journaling is logged loudly but never fails an operation that happened.
+   */
+  private run(cb: Cb, what: string, act: () => number, journal?: () => void): void {
+    let result: number;
+    try {
+      result = act();
+    } catch (err) {
+      cb(errnoOf(err, what, this.log));
+      return;
+    }
+    if (journal) {
+      try {
+        journal();
+      } catch (err) {
+        this.log(`JOURNAL INCOMPLETE: ${what} happened on the store but its frame could not be written: ${String(err)}`);
+      }
+    }
+    cb(result);
+  }
+
+  private emit(op: OpInput, data?: Uint8Array): void {
+    (op as { caller?: Caller }).caller = this.callerOf();
+    this.sink.emit(op, data);
+  }
+
+  /** Owner of a new entry: the caller, with the group of a setgid parent directory. */
+  private chownNew(p: string, caller: Caller): void {
+    if (!this.asRoot) return;
+    const parent = fs.lstatSync(this.real('/' + parentOf(fromFusePath(p))));
+    const gid = parent.mode & S_ISGID ? parent.gid : caller.gid;
+    fs.lchownSync(this.real(p), caller.uid, gid);
+  }
+
+  private announce(file: OpenFile, p: string | null): boolean {
+    if (file.announced) return true;
+    if (p === null) {
+      // The file was unlinked before anything was written through this handle: no name to give it.
+      this.log(`journal: a write through a handle to an unlinked file is not journaled (no name left)`);
+      return false;
+    }
+    this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p) });
+    file.announced = true;
+    return true;
+  }
+
+  private entryCreated(type: typeof FrameType.CREATE | typeof FrameType.MKDIR | typeof FrameType.MKNOD | typeof FrameType.SYMLINK, p: string, extra: { rdev?: number; target?: string }): void {
+    const st = fs.lstatSync(this.real(p), { bigint: true });
+    const common = {
+      path: fromFusePath(p),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      times: [st.atimeNs, st.mtimeNs] as Times,
+      parentTimes: this.parentTimes(p),
+    };
+    const mode = Number(st.mode);
+    switch (type) {
+      case FrameType.CREATE:
+        return this.emit({ type, mode, ...common });
+      case FrameType.MKDIR:
+        return this.emit({ type, mode, ...common });
+      case FrameType.MKNOD:
+        return this.emit({ type, mode, rdev: extra.rdev ?? 0, ...common });
+      case FrameType.SYMLINK:
+        return this.emit({ type, target: extra.target ?? '', ...common });
+    }
+  }
+
+  /** The fuse-native operations object. */
+  operations(): Fuse.Operations {
+    return {
+      init: (cb) => cb(0),
+      access: (p, mode, cb) => this.run(cb, 'access', () => (fs.accessSync(this.real(p), mode), 0)),
+      statfs: (_p, cb) => {
+        try {
+          const s = fs.statfsSync(this.store);
+          cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 });
+        } catch (err) {
+          cb(errnoOf(err, 'statfs', this.log));
+        }
+      },
+      getattr: (p, cb) => {
+        try {
+          cb(0, fs.lstatSync(this.real(p), { bigint: true }));
+        } catch (err) {
+          cb(errnoOf(err, 'getattr', this.log));
+        }
+      },
+      fgetattr: (p, fd, cb) => {
+        try {
+          cb(0, this.open.has(fd) ? fs.fstatSync(fd, { bigint: true }) : fs.lstatSync(this.real(p ?? '/'), { bigint: true }));
+        } catch (err) {
+          cb(errnoOf(err, 'fgetattr', this.log));
+        }
+      },
+      readdir: (p, cb) => {
+        try {
+          cb(0, fs.readdirSync(this.real(p)));
+        } catch (err) {
+          cb(errnoOf(err, 'readdir', this.log));
+        }
+      },
+      readlink: (p, cb) => {
+        try {
+          cb(0, fs.readlinkSync(this.real(p)));
+        } catch (err) {
+          cb(errnoOf(err, 'readlink', this.log));
+        }
+      },
+      getxattr: (p, name, _position, cb) => {
+        try {
+          cb(0, posix.lgetxattr(this.real(p), name));
+        } catch (err) {
+          cb(errnoOf(err, 'getxattr', this.log));
+        }
+      },
+      listxattr: (p, cb) => {
+        try {
+          cb(0, xattrNames(posix.llistxattr(this.real(p))));
+        } catch (err) {
+          cb(errnoOf(err, 'listxattr', this.log));
+        }
+      },
+      open: (p, flags, cb) => {
+        try {
+          const fd = fs.openSync(this.real(p), flags & ~fs.constants.O_CREAT);
+          this.track(fd, flags);
+          if (flags & fs.constants.O_TRUNC && (flags & O_ACCMODE) !== fs.constants.O_RDONLY) {
+            this.journalTruncate(p, 0);
+          }
+          cb(0, fd);
+        } catch (err) {
+          cb(errnoOf(err, 'open', this.log));
+        }
+      },
+      create: (p, mode, flags, cb) => {
+        try {
+          const caller = this.callerOf();
+          const fd = fs.openSync(this.real(p), flags | fs.constants.O_CREAT, mode);
+          this.track(fd, flags);
+          try {
+            this.chownNew(p, caller);
+            this.entryCreated(FrameType.CREATE, p, {});
+          } catch (err) {
+            this.log(`JOURNAL INCOMPLETE: create of ${p}: ${String(err)}`);
+          }
+          cb(0, fd);
+        } catch (err) {
+          cb(errnoOf(err, 'create', this.log));
+        }
+      },
+      read: (_p, fd, buf, len, pos, cb) => {
+        try {
+          cb(fs.readSync(fd, buf, 0, len, pos));
+        } catch (err) {
+          cb(errnoOf(err, 'read', this.log));
+        }
+      },
+      write: (p, fd, buf, len, pos, cb) => {
+        const file = this.open.get(fd);
+        if (!file) return cb(-9);
+        let offset = pos;
+        this.run(
+          cb,
+          'write',
+          () => {
+            // With O_APPEND the store appends whatever the offset: the frame carries where it landed.
+            if (file.append) offset = fs.fstatSync(fd).size;
+            return fs.writeSync(fd, buf, 0, len, file.append ? null : pos);
+          },
+          () => {
+            // The buffer belongs to libfuse and is reused after the callback: the frame is written first.
+            if (this.announce(file, p)) this.emit({ type: FrameType.WRITE, handle: file.id, offset }, buf.subarray(0, len));
+          },
+        );
+      },
+      flush: (_p, _fd, cb) => cb(0),
+      fsync: (_p, datasync, fd, cb) => {
+        const file = this.open.get(fd);
+        this.run(
+          cb,
+          'fsync',
+          () => ((datasync ? fs.fdatasyncSync(fd) : fs.fsyncSync(fd)), 0),
+          () => {
+            if (file?.announced) this.emit({ type: FrameType.FSYNC, handle: file.id, datasync: datasync !== 0, times: this.fdTimes(fd) });
+          },
+        );
+      },
+      release: (_p, fd, cb) => {
+        const file = this.open.get(fd);
+        this.open.delete(fd);
+        try {
+          if (file?.announced) this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd) });
+        } catch (err) {
+          this.log(`JOURNAL INCOMPLETE: release: ${String(err)}`);
+        }
+        this.run(cb, 'release', () => (fs.closeSync(fd), 0));
+      },
+      truncate: (p, size, cb) => this.run(cb, 'truncate', () => (fs.truncateSync(this.real(p), size), 0), () => this.journalTruncate(p, size)),
+      ftruncate: (p, fd, size, cb) => {
+        const file = this.open.get(fd);
+        this.run(
+          cb,
+          'ftruncate',
+          () => (fs.ftruncateSync(fd, size), 0),
+          () => {
+            if (file && this.announce(file, p)) this.emit({ type: FrameType.FTRUNCATE, handle: file.id, size, times: this.fdTimes(fd) });
+          },
+        );
+      },
+      utimens: (p, atime, mtime, cb) =>
+        this.run(
+          cb,
+          'utimens',
+          () => (posix.lutimensNs(this.real(p), atime, mtime), 0),
+          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(p) }),
+        ),
+      chmod: (p, mode, cb) =>
+        this.run(
+          cb,
+          'chmod',
+          () => (fs.chmodSync(this.real(p), mode), 0),
+          () => this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: fs.lstatSync(this.real(p)).mode }),
+        ),
+      chown: (p, uid, gid, cb) =>
+        this.run(
+          cb,
+          'chown',
+          () => (fs.lchownSync(this.real(p), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid), 0),
+          () => {
+            // chown may clear setuid/setgid bits: the frame carries the mode that resulted.
+            const st = fs.lstatSync(this.real(p));
+            this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode });
+          },
+        ),
+      mknod: (p, mode, dev, cb) => {
+        const caller = this.callerOf();
+        this.run(
+          cb,
+          'mknod',
+          () => (posix.mknod(this.real(p), mode, dev), this.chownNew(p, caller), 0),
+          () => this.entryCreated(FrameType.MKNOD, p, { rdev: dev }),
+        );
+      },
+      mkdir: (p, mode, cb) => {
+        const caller = this.callerOf();
+        this.run(
+          cb,
+          'mkdir',
+          () => (fs.mkdirSync(this.real(p), mode), this.chownNew(p, caller), 0),
+          () => this.entryCreated(FrameType.MKDIR, p, {}),
+        );
+      },
+      symlink: (target, p, cb) => {
+        const caller = this.callerOf();
+        this.run(
+          cb,
+          'symlink',
+          () => (fs.symlinkSync(target, this.real(p)), this.chownNew(p, caller), 0),
+          () => this.entryCreated(FrameType.SYMLINK, p, { target }),
+        );
+      },
+      link: (from, p, cb) =>
+        this.run(
+          cb,
+          'link',
+          () => (fs.linkSync(this.real(from), this.real(p)), 0),
+          () => this.emit({ type: FrameType.LINK, path: fromFusePath(p), from: fromFusePath(from), parentTimes: this.parentTimes(p) }),
+        ),
+      unlink: (p, cb) =>
+        this.run(
+          cb,
+          'unlink',
+          () => (fs.unlinkSync(this.real(p)), 0),
+          () => this.emit({ type: FrameType.UNLINK, path: fromFusePath(p), parentTimes: this.parentTimes(p) }),
+        ),
+      rmdir: (p, cb) =>
+        this.run(
+          cb,
+          'rmdir',
+          () => (fs.rmdirSync(this.real(p)), 0),
+          () => this.emit({ type: FrameType.RMDIR, path: fromFusePath(p), parentTimes: this.parentTimes(p) }),
+        ),
+      rename: (from, p, cb) =>
+        this.run(
+          cb,
+          'rename',
+          () => (fs.renameSync(this.real(from), this.real(p)), 0),
+          () =>
+            this.emit({
+              type: FrameType.RENAME,
+              from: fromFusePath(from),
+              path: fromFusePath(p),
+              flags: 0,
+              times: this.times(p),
+              fromParentTimes: this.parentTimes(from),
+              parentTimes: this.parentTimes(p),
+            }),
+        ),
+      setxattr: (p, name, value, _position, flags, cb) =>
+        this.run(
+          cb,
+          'setxattr',
+          () => (posix.lsetxattr(this.real(p), name, value, flags), 0),
+          () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags }, value),
+        ),
+      removexattr: (p, name, cb) =>
+        this.run(
+          cb,
+          'removexattr',
+          () => (posix.lremovexattr(this.real(p), name), 0),
+          () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name }),
+        ),
+    };
+  }
+
+  private track(fd: number, flags: number): void {
+    this.open.set(fd, { id: this.nextHandle++, fd, append: (flags & fs.constants.O_APPEND) !== 0, announced: false });
+  }
+
+  private journalTruncate(p: string, size: number): void {
+    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: this.times(p) });
+  }
+
+  /** Closes every file still open on the store (after the mount is gone). */
+  closeAll(): void {
+    for (const fd of this.open.keys()) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // already gone
+      }
+    }
+    this.open.clear();
+  }
+}
+
+/** A negative errno for fuse-native. Anything without an errno is a bug: logged, answered with EIO. */
+export function errnoOf(err: unknown, what: string, log: (m: string) => void): number {
+  const errno = (err as NodeJS.ErrnoException).errno;
+  if (typeof errno === 'number' && errno < 0) return errno;
+  log(`journal: ${what} failed unexpectedly: ${err instanceof Error ? err.stack : String(err)}`);
+  return EIO;
+}
