@@ -1,0 +1,85 @@
+import Database from 'better-sqlite3';
+import { ErrorCode, TfsError } from '../shared/errors';
+
+/** Where a replica stands in a stream: the last applied frame, and the write handles open at that point. */
+export interface Cursor {
+  streamId: string | null;
+  /** Sequence number of the last applied frame (0n before any). */
+  seq: bigint;
+  /** Open write handles: handle id → replica path, or null for a file whose name is gone. */
+  handles: Map<number, string | null>;
+}
+
+/**
+ * The replay cursor, kept in SQLite beside the replica. A commit records the cursor and the handle
+ * table changes in one transaction, so a kill -9 at any moment leaves a cursor that matches
+ * frames already applied (at most the frames since the previous commit are applied again).
+ */
+export class CursorStore {
+  private readonly db: Database.Database;
+  private readonly setCursor: Database.Statement;
+  private readonly putHandle: Database.Statement;
+  private readonly dropHandle: Database.Statement;
+  private readonly commitTx: (seq: bigint, changes: Map<number, string | null | undefined>) => void;
+  private streamId: string | null;
+
+  constructor(file: string) {
+    try {
+      this.db = new Database(file);
+      this.db.pragma('journal_mode = WAL');
+      // A process crash loses nothing that was committed; the replica's own writes are not fsynced either.
+      this.db.pragma('synchronous = NORMAL');
+      this.db.defaultSafeIntegers(true);
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS cursor (one INTEGER PRIMARY KEY CHECK (one = 1), stream_id TEXT, seq INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS handles (handle INTEGER PRIMARY KEY, path TEXT);
+        INSERT OR IGNORE INTO cursor (one, stream_id, seq) VALUES (1, NULL, 0);
+      `);
+    } catch (err) {
+      throw new TfsError(ErrorCode.STATE, `cannot open the cursor database ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    this.setCursor = this.db.prepare('UPDATE cursor SET stream_id = ?, seq = ? WHERE one = 1');
+    this.putHandle = this.db.prepare('INSERT OR REPLACE INTO handles (handle, path) VALUES (?, ?)');
+    this.dropHandle = this.db.prepare('DELETE FROM handles WHERE handle = ?');
+    this.commitTx = this.db.transaction((seq: bigint, changes: Map<number, string | null | undefined>) => {
+      for (const [handle, path] of changes) {
+        if (path === undefined) this.dropHandle.run(handle);
+        else this.putHandle.run(handle, path);
+      }
+      this.setCursor.run(this.streamId, seq);
+    });
+    this.streamId = this.load().streamId;
+  }
+
+  /** Reads the cursor as last committed. */
+  load(): Cursor {
+    const row = this.db.prepare('SELECT stream_id, seq FROM cursor WHERE one = 1').get() as { stream_id: string | null; seq: bigint };
+    const handles = new Map<number, string | null>();
+    for (const h of this.db.prepare('SELECT handle, path FROM handles').all() as { handle: bigint; path: string | null }[]) {
+      handles.set(Number(h.handle), h.path);
+    }
+    return { streamId: row.stream_id, seq: row.seq, handles };
+  }
+
+  /** Starts following a stream from scratch (a new replica, or the user said to start over). */
+  reset(streamId: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM handles').run();
+      this.streamId = streamId;
+      this.setCursor.run(streamId, 0n);
+    })();
+  }
+
+  /** Records that every frame up to `seq` is applied, with the handle changes since the last commit (undefined = closed). */
+  commit(seq: bigint, handleChanges: Map<number, string | null | undefined>): void {
+    try {
+      this.commitTx(seq, handleChanges);
+    } catch (err) {
+      throw new TfsError(ErrorCode.STATE, `cannot record the cursor at #${seq}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

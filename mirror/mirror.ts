@@ -1,0 +1,140 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { FrameDecoder } from '../shared/decoder';
+import { ErrorCode, TfsError } from '../shared/errors';
+import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
+import { decodeOp, StreamHeader } from '../shared/ops';
+import { CursorStore } from './cursor';
+import { Replayer, needsCommit } from './replay';
+
+export interface MirrorOptions {
+  replica: string;
+  /** Cursor database; by default `.NAME.tfs-mirror.db` beside the replica. */
+  state?: string;
+  /** Follow a stream from another journal than the cursor's, starting over. */
+  restart?: boolean;
+  log?: (message: string) => void;
+}
+
+export interface MirrorResult {
+  streamId: string | null;
+  applied: number;
+  /** Frames already applied before (a repeated stream after a resume). */
+  skipped: number;
+  /** Sequence number of the last applied frame. */
+  seq: bigint;
+}
+
+/** The default cursor file: beside the replica, never inside it. */
+export function defaultStatePath(replica: string): string {
+  const abs = path.resolve(replica);
+  return path.join(path.dirname(abs), `.${path.basename(abs)}.tfs-mirror.db`);
+}
+
+/**
+ * Follows a stream onto a replica: decodes frames, skips what the cursor says is applied, applies
+ * the rest in order and commits the cursor. Transport-free: it takes any async iterable of chunks.
+ */
+export class Mirror {
+  private readonly cursor: CursorStore;
+  private readonly replayer: Replayer;
+  private readonly log: (m: string) => void;
+  private streamId: string | null;
+  private seq: bigint;
+  private committed: bigint;
+  private header: StreamHeader | null = null;
+  private ended = false;
+  private applied = 0;
+  private skipped = 0;
+
+  constructor(private readonly options: MirrorOptions) {
+    this.log = options.log ?? (() => {});
+    const replica = path.resolve(options.replica);
+    const state = path.resolve(options.state ?? defaultStatePath(replica));
+    if (state === replica || state.startsWith(replica + path.sep)) {
+      throw new TfsError(ErrorCode.USAGE, `the cursor database ${state} must not lie inside the replica ${replica}`);
+    }
+    fs.mkdirSync(replica, { recursive: true });
+    this.cursor = new CursorStore(state);
+    const cursor = this.cursor.load();
+    this.streamId = cursor.streamId;
+    this.seq = this.committed = cursor.seq;
+    this.replayer = new Replayer(fs.realpathSync(replica), this.log);
+    this.replayer.restoreHandles(cursor.handles);
+  }
+
+  /** Applies a whole stream. Resolves at its end frame; rejects with a TfsError naming the frame. */
+  async run(source: AsyncIterable<Uint8Array>): Promise<MirrorResult> {
+    const decoder = new FrameDecoder();
+    try {
+      for await (const chunk of source) {
+        for (const frame of decoder.push(chunk)) {
+          this.accept(decodeOp(frame));
+          if (this.ended) return this.result();
+        }
+        this.commit();
+      }
+      decoder.end();
+      throw new TfsError(ErrorCode.TRUNCATED, `the stream was cut off after frame #${this.seq} without an end frame`);
+    } finally {
+      this.commit();
+      this.replayer.close();
+      this.cursor.close();
+    }
+  }
+
+  private result(): MirrorResult {
+    return { streamId: this.streamId, applied: this.applied, skipped: this.skipped, seq: this.seq };
+  }
+
+  private accept(op: ReturnType<typeof decodeOp>): void {
+    if (op.type === FrameType.STREAM_HEADER) return this.begin(op);
+    if (this.header === null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the stream does not begin with a stream header', { seq: op.seq });
+    if (op.seq <= this.seq) {
+      if (op.type === FrameType.END) this.ended = true;
+      this.skipped++;
+      return;
+    }
+    if (op.seq !== this.seq + 1n) {
+      if (this.seq !== 0n) {
+        throw new TfsError(ErrorCode.SEQUENCE_GAP, `expected frame #${this.seq + 1n} next, got #${op.seq}: frames are missing`, { seq: op.seq });
+      }
+      this.log(`joining stream ${this.streamId} at frame #${op.seq}: earlier changes must come from a bootstrap copy`);
+    }
+    this.replayer.apply(op);
+    this.seq = op.seq;
+    this.applied++;
+    if (op.type === FrameType.END) {
+      this.ended = true;
+      this.commit();
+    } else if (needsCommit(op.type)) {
+      this.commit();
+    }
+  }
+
+  private begin(header: StreamHeader): void {
+    if (header.magic !== MAGIC) throw new TfsError(ErrorCode.CORRUPT_FRAME, `not a TFS stream (magic ${JSON.stringify(header.magic)})`, { seq: header.seq });
+    if (header.version !== PROTOCOL_VERSION) {
+      throw new TfsError(ErrorCode.UNSUPPORTED_VERSION, `stream speaks protocol version ${header.version}, this mirror ${PROTOCOL_VERSION}`, { seq: header.seq });
+    }
+    if (this.header !== null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'a second stream header inside the stream', { seq: header.seq });
+    this.header = header;
+    if (this.streamId !== header.streamId) {
+      if (this.streamId !== null && !this.options.restart) {
+        throw new TfsError(ErrorCode.STREAM_MISMATCH, `this replica follows stream ${this.streamId}, not ${header.streamId}; pass --restart to start over`, { seq: header.seq });
+      }
+      if (this.streamId !== null) this.log(`starting over: following stream ${header.streamId} instead of ${this.streamId}`);
+      this.cursor.reset(header.streamId);
+      this.replayer.close();
+      this.streamId = header.streamId;
+      this.seq = this.committed = 0n;
+    }
+  }
+
+  private commit(): void {
+    const changes = this.replayer.takeHandleChanges();
+    if (this.seq === this.committed && changes.size === 0) return;
+    this.cursor.commit(this.seq, changes);
+    this.committed = this.seq;
+  }
+}
