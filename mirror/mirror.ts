@@ -101,15 +101,16 @@ export class Mirror {
       }
       this.log(`joining stream ${this.streamId} at frame #${op.seq}: earlier changes must come from a bootstrap copy`);
     }
+    // A frame that changes names is committed alone: what came before it is committed first, so
+    // that a kill can only make this one frame repeat (each is idempotent), never a run of earlier
+    // data frames whose paths it has since changed.
+    const alone = needsCommit(op.type);
+    if (alone) this.commit();
     this.replayer.apply(op);
     this.seq = op.seq;
     this.applied++;
-    if (op.type === FrameType.END) {
-      this.ended = true;
-      this.commit();
-    } else if (needsCommit(op.type)) {
-      this.commit();
-    }
+    if (op.type === FrameType.END) this.ended = true;
+    if (alone) this.commit();
   }
 
   private begin(header: StreamHeader): void {

@@ -1,0 +1,135 @@
+import { ChildProcess, execFileSync, spawn, SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import type { Stream } from 'node:stream';
+
+/** The built commands (tests drive the real processes). */
+export const BIN = {
+  journal: path.join(__dirname, '..', 'journal', 'main.js'),
+  broadcast: path.join(__dirname, '..', 'broadcast', 'main.js'),
+  mirror: path.join(__dirname, '..', 'mirror', 'main.js'),
+  inspect: path.join(__dirname, '..', 'mirror', 'inspect-main.js'),
+} as const;
+
+const started = new Map<TestContext, ChildProcess[]>();
+
+/**
+ * A temporary directory for one test. When the test ends, however it ends, the processes the test
+ * started are killed (by pid), every mount below the directory is removed, then the directory.
+ */
+export function tempDir(t: TestContext, name: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tfs-${name}-`));
+  t.after(() => {
+    for (const child of started.get(t) ?? []) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    started.delete(t);
+    for (const mnt of mountsBelow(dir)) unmount(mnt);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+function mountsBelow(dir: string): string[] {
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((m) => m.startsWith(dir + '/'));
+}
+
+/** Makes directories with one mode so that their roots compare equal. */
+export function dirs(base: string, ...names: string[]): string[] {
+  return names.map((n) => {
+    const p = path.join(base, n);
+    fs.mkdirSync(p, { recursive: true });
+    fs.chmodSync(p, 0o755);
+    return p;
+  });
+}
+
+export interface Proc {
+  child: ChildProcess;
+  stderr: () => string;
+  /** Resolves with the exit code (or the signal's name). */
+  exited: Promise<number | string>;
+}
+
+/** Starts a process that is killed (by pid) when the test ends, whatever happens. */
+export function start(t: TestContext, command: string, args: string[], options: SpawnOptions = {}): Proc {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], ...options });
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  started.set(t, [...(started.get(t) ?? []), child]);
+  return { child, stderr: () => err, exited };
+}
+
+/** Starts tfs-journal STORE MNT (MNT inside a tempDir); resolves once it says the mount is up. */
+export async function startJournal(t: TestContext, store: string, mnt: string, stdout: number | Stream, extra: string[] = []): Promise<Proc> {
+  const proc = start(t, process.execPath, [BIN.journal, ...extra, store, mnt], { stdio: ['ignore', stdout, 'pipe'] });
+  await waitFor(() => /mounted /.test(proc.stderr()) || proc.child.exitCode !== null, 10_000, `mount of ${mnt}`);
+  if (proc.child.exitCode !== null) throw new Error(`tfs-journal did not mount: ${proc.stderr()}`);
+  return proc;
+}
+
+/**
+ * `tfs-journal STORE MNT | command args`: the reader starts first and its stdin becomes the
+ * journal's stdout. The test closes its own end of that pipe, so the reader sees the end of the
+ * stream when the journal exits, and the journal sees its reader go away when the reader does.
+ */
+export async function startPipeline(t: TestContext, store: string, mnt: string, command: string, args: string[]): Promise<{ journal: Proc; reader: Proc }> {
+  const reader = start(t, command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+  const journal = await startJournal(t, store, mnt, reader.child.stdin!);
+  reader.child.stdin!.destroy();
+  return { journal, reader };
+}
+
+export function isMounted(mnt: string): boolean {
+  const target = path.resolve(mnt);
+  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === target);
+}
+
+/** Lazily unmounts (fusermount -uz), ignoring a mount that is already gone. */
+export function unmount(mnt: string): void {
+  if (!isMounted(mnt)) return;
+  try {
+    execFileSync('fusermount', ['-uz', mnt], { stdio: 'ignore' });
+  } catch {
+    // raced with the journal's own unmount
+  }
+}
+
+export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Waits for a process to exit, failing the test if it takes longer than `ms`. */
+export async function exitOf(proc: Proc, ms = 60_000): Promise<number | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`process did not exit within ${ms} ms; stderr: ${proc.stderr()}`)), ms)));
+  try {
+    return await Promise.race([proc.exited, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** rsync's itemized differences from `a` to `b` (content by checksum, hard links, ACLs, xattrs, times): '' when equal. */
+export function treeDiff(a: string, b: string): string {
+  return execFileSync('rsync', ['-aHAXc', '--dry-run', '--itemize-changes', '--delete', `${a}/`, `${b}/`], { encoding: 'utf8' });
+}
+
+/** Runs a shell command in `cwd`, failing with its output. */
+export function sh(cwd: string, script: string, env: NodeJS.ProcessEnv = {}): string {
+  try {
+    return execFileSync('bash', ['-euo', 'pipefail', '-c', script], { cwd, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { status: number; stdout: string; stderr: string };
+    throw new Error(`shell exited ${e.status}: ${script.trim().slice(0, 200)}\n--- stdout\n${e.stdout}\n--- stderr\n${e.stderr}`);
+  }
+}
