@@ -1,0 +1,140 @@
+// npm run bench: throughput of the pipeline against baselines measured in the same run.
+// Figures are ratios to a plain directory on the same disk (shared, noisy machines).
+import { execFileSync, spawn, ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FrameEncoder } from '../shared/encoder';
+import { FrameDecoder } from '../shared/decoder';
+import { FrameType } from '../shared/frame';
+
+const root = path.join(__dirname, '..');
+const bin = (p: string) => path.join(root, p);
+const MiB = 1024 * 1024;
+const size = Number(process.env['TFS_BENCH_MIB'] ?? 1024);
+const files = Number(process.env['TFS_BENCH_FILES'] ?? 10000);
+
+function seconds<T>(f: () => T): number {
+  const t = process.hrtime.bigint();
+  f();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+function dd(target: string): number {
+  return seconds(() => execFileSync('dd', ['if=/dev/zero', `of=${target}`, 'bs=1M', `count=${size}`, 'conv=fsync'], { stdio: 'ignore' }));
+}
+
+function smallFiles(dir: string): number {
+  return seconds(() => execFileSync('bash', ['-c', `mkdir -p '${dir}/small' && cd '${dir}/small' && for i in $(seq 1 ${files}); do echo "file $i" > f$i; done`]));
+}
+
+function mounted(mnt: string): boolean {
+  return fs.readFileSync('/proc/self/mounts', 'utf8').includes(` ${mnt} `);
+}
+
+async function waitMounted(mnt: string): Promise<void> {
+  for (let i = 0; i < 200 && !mounted(mnt); i++) await new Promise((r) => setTimeout(r, 25));
+  if (!mounted(mnt)) throw new Error(`${mnt} did not mount`);
+}
+
+function peakRss(pid: number | undefined): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+async function exit(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null) return;
+  await new Promise((r) => p.on('exit', r));
+}
+
+/** Runs `work(mnt)` on `tfs-journal store mnt | tfs-mirror replica`; returns the writer's time and the time until the replica has everything. */
+async function throughTfs(base: string, work: (mnt: string) => number) {
+  const [store, mnt, replica] = ['store', 'mnt', 'replica'].map((d) => path.join(base, d));
+  for (const d of [store!, mnt!, replica!]) fs.mkdirSync(d, { recursive: true });
+  const mirror = spawn(process.execPath, [bin('mirror/main.js'), '--quiet', replica!], { stdio: ['pipe', 'ignore', 'inherit'] });
+  const journal = spawn(process.execPath, [bin('journal/main.js'), store!, mnt!], { stdio: ['ignore', mirror.stdin!, 'ignore'] });
+  mirror.stdin!.destroy();
+  await waitMounted(mnt!);
+  const started = process.hrtime.bigint();
+  const writer = work(mnt!);
+  const rss = { journal: peakRss(journal.pid), mirror: peakRss(mirror.pid) };
+  execFileSync('fusermount', ['-u', mnt!]);
+  await exit(journal);
+  await exit(mirror);
+  const endToEnd = Number(process.hrtime.bigint() - started) / 1e9;
+  return { writer, endToEnd, rss };
+}
+
+async function throughBindfs(base: string, work: (mnt: string) => number): Promise<number> {
+  const [store, mnt] = ['bstore', 'bmnt'].map((d) => path.join(base, d));
+  fs.mkdirSync(store!, { recursive: true });
+  fs.mkdirSync(mnt!, { recursive: true });
+  const bindfs = spawn('bindfs', ['-f', '-o', 'big_writes', store!, mnt!], { stdio: 'ignore' });
+  await waitMounted(mnt!);
+  try {
+    return work(mnt!);
+  } finally {
+    execFileSync('fusermount', ['-u', mnt!]);
+    await exit(bindfs);
+  }
+}
+
+function codec(): { encodeMBs: number; decodeMBs: number } {
+  const data = Buffer.alloc(128 * 1024, 7);
+  const n = 8192;
+  // As the journal does it: header and metadata into the encoder's buffer, the data by reference.
+  const enc = new FrameEncoder();
+  let sink = 0;
+  const te = seconds(() => {
+    for (let i = 0; i < n; i++) sink += enc.encodeParts(FrameType.WRITE, { h: 1, o: i * data.length }, data).head.length;
+  });
+  const stream = new FrameEncoder();
+  const all = Buffer.concat(Array.from({ length: 256 }, (_, i) => Buffer.from(stream.encode(FrameType.WRITE, { h: 1, o: i }, data))));
+  const dec = new FrameDecoder();
+  let count = 0;
+  const td = seconds(() => {
+    for (let round = 0; round < n / 256; round++) {
+      for (let off = 0; off < all.length; off += 65536) for (const _ of dec.push(all.subarray(off, off + 65536))) count++;
+    }
+  });
+  if (count !== n || sink === 0) throw new Error('codec benchmark lost frames');
+  return { encodeMBs: (n * data.length) / MiB / te, decodeMBs: (n * data.length) / MiB / td };
+}
+
+async function main() {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bench-'));
+  try {
+    const fmt = (s: number) => `${s.toFixed(2)} s  ${(size / s).toFixed(0)} MiB/s`;
+    console.log(`# ${size} MiB sequential write (dd bs=1M conv=fsync), ${os.cpus().length} cores`);
+    const plain = dd(path.join(base, 'plain.bin'));
+    fs.rmSync(path.join(base, 'plain.bin'));
+    const bind = await throughBindfs(base, (m) => dd(path.join(m, 'f.bin')));
+    fs.rmSync(path.join(base, 'bstore'), { recursive: true });
+    const tfs = await throughTfs(path.join(base, 'seq'), (m) => dd(path.join(m, 'f.bin')));
+    fs.rmSync(path.join(base, 'seq'), { recursive: true });
+    console.log(`plain directory             ${fmt(plain)}  1.00`);
+    console.log(`bindfs -o big_writes (C)    ${fmt(bind)}  ${(bind / plain).toFixed(2)}x plain`);
+    console.log(`tfs-journal | tfs-mirror    writer ${fmt(tfs.writer)}  ${(tfs.writer / plain).toFixed(2)}x plain, ${(tfs.writer / bind).toFixed(2)}x bindfs`);
+    console.log(`  until the replica has it  ${fmt(tfs.endToEnd)}  ${(tfs.endToEnd / plain).toFixed(2)}x plain`);
+    console.log(`  peak RSS: journal ${tfs.rss.journal.toFixed(0)} MiB, mirror ${tfs.rss.mirror.toFixed(0)} MiB`);
+
+    console.log(`\n# ${files} small files (bash: echo > file)`);
+    const sp = smallFiles(path.join(base, 'plain-small'));
+    const sb = await throughBindfs(base, (m) => smallFiles(m));
+    const st = await throughTfs(path.join(base, 'small'), (m) => smallFiles(m));
+    console.log(`plain directory             ${sp.toFixed(2)} s  ${(files / sp).toFixed(0)} files/s  1.00`);
+    console.log(`bindfs (C)                  ${sb.toFixed(2)} s  ${(files / sb).toFixed(0)} files/s  ${(sb / sp).toFixed(2)}x plain`);
+    console.log(`tfs-journal | tfs-mirror    writer ${st.writer.toFixed(2)} s  ${(files / st.writer).toFixed(0)} files/s  ${(st.writer / sp).toFixed(2)}x plain, ${(st.writer / sb).toFixed(2)}x bindfs`);
+
+    const c = codec();
+    console.log(`\n# codec, 128 KiB write frames, checksummed: encode ${c.encodeMBs.toFixed(0)} MiB/s (data by reference), decode ${c.decodeMBs.toFixed(0)} MiB/s (64 KiB chunks)`);
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
+void main();
