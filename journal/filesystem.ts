@@ -13,19 +13,25 @@ interface OpenFile {
   /** The handle id that frames use (unique within the stream, unlike fds). */
   id: number;
   fd: number;
+  /** The store inode, to find the handles a vanishing name leaves behind. */
+  ino: bigint;
   append: boolean;
   /** Whether OPEN has been emitted. */
   announced: boolean;
 }
 
 const EIO = -5;
+const EOPNOTSUPP = -95;
+const { O_NOFOLLOW } = fs.constants;
 const S_ISGID = 0o2000;
 const O_ACCMODE = 3;
 const NO_ID = 0xffffffff;
 
 /**
  * The passthrough filesystem: every FUSE operation is applied to the store with a synchronous
- * system call, and every mutation is journaled to the sink before the handler returns.
+ * system call, and every mutation is journaled to the sink before the handler returns. The kernel
+ * has resolved symlinks before it calls us, so no store call follows a final symlink (O_NOFOLLOW,
+ * l* calls): a symlink that appeared behind the kernel's back can never lead outside the store.
  *
  * Order: libfuse runs up to ten worker threads, but fuse-native hands each request to the one
  * JavaScript thread, where handlers run one at a time. A handler performs its store call and
@@ -75,7 +81,7 @@ export class JournalFs {
       cb(errnoOf(err, what, this.log));
       return;
     }
-    if (journal) {
+    if (journal && result >= 0) {
       try {
         journal();
       } catch (err) {
@@ -101,13 +107,29 @@ export class JournalFs {
   private announce(file: OpenFile, p: string | null): boolean {
     if (file.announced) return true;
     if (p === null) {
-      // The file was unlinked before anything was written through this handle: no name to give it.
-      this.log(`journal: a write through a handle to an unlinked file is not journaled (no name left)`);
+      // Cannot happen while every unlink goes through announceBeforeNameGoes; kept as a guard.
+      this.log(`journal: a write through handle ${file.id} to a file with no name was not journaled`);
       return false;
     }
     this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p) });
     file.announced = true;
     return true;
+  }
+
+  /**
+   * A name is about to go (unlink, or a rename over it). Handles to its file that have not been
+   * announced yet are announced now, while the name still exists: the file may live on through
+   * the open handle or another hard link, and later writes must be able to reach it.
+   */
+  private announceBeforeNameGoes(p: string): void {
+    let st: fs.BigIntStats;
+    try {
+      st = fs.lstatSync(this.real(p), { bigint: true });
+    } catch {
+      return;
+    }
+    if (!st.isFile()) return;
+    for (const file of this.open.values()) if (!file.announced && file.ino === st.ino) this.announce(file, p);
   }
 
   private entryCreated(type: typeof FrameType.CREATE | typeof FrameType.MKDIR | typeof FrameType.MKNOD | typeof FrameType.SYMLINK, p: string, extra: { rdev?: number; target?: string }): void {
@@ -134,7 +156,7 @@ export class JournalFs {
 
   /** The fuse-native operations object. */
   operations(): Fuse.Operations {
-    return {
+    const operations: Fuse.Operations = {
       init: (cb) => cb(0),
       access: (p, mode, cb) => this.run(cb, 'access', () => (fs.accessSync(this.real(p), mode), 0)),
       statfs: (_p, cb) => {
@@ -189,7 +211,7 @@ export class JournalFs {
       },
       open: (p, flags, cb) => {
         try {
-          const fd = fs.openSync(this.real(p), flags & ~fs.constants.O_CREAT);
+          const fd = fs.openSync(this.real(p), (flags & ~fs.constants.O_CREAT) | O_NOFOLLOW);
           this.track(fd, flags);
           if (flags & fs.constants.O_TRUNC && (flags & O_ACCMODE) !== fs.constants.O_RDONLY) {
             this.journalTruncate(p, 0);
@@ -202,7 +224,14 @@ export class JournalFs {
       create: (p, mode, flags, cb) => {
         try {
           const caller = this.callerOf();
-          const fd = fs.openSync(this.real(p), flags | fs.constants.O_CREAT, mode);
+          let fd: number;
+          try {
+            fd = fs.openSync(this.real(p), flags | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, mode);
+          } catch (err) {
+            // Two creators raced past the kernel's lookup: for the second, without O_EXCL, it is an open.
+            if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || flags & fs.constants.O_EXCL) throw err;
+            return operations.open!(p, flags, cb);
+          }
           this.track(fd, flags);
           try {
             this.chownNew(p, caller);
@@ -262,7 +291,21 @@ export class JournalFs {
         }
         this.run(cb, 'release', () => (fs.closeSync(fd), 0));
       },
-      truncate: (p, size, cb) => this.run(cb, 'truncate', () => (fs.truncateSync(this.real(p), size), 0), () => this.journalTruncate(p, size)),
+      truncate: (p, size, cb) =>
+        this.run(
+          cb,
+          'truncate',
+          () => {
+            const fd = fs.openSync(this.real(p), fs.constants.O_WRONLY | O_NOFOLLOW);
+            try {
+              fs.ftruncateSync(fd, size);
+            } finally {
+              fs.closeSync(fd);
+            }
+            return 0;
+          },
+          () => this.journalTruncate(p, size),
+        ),
       ftruncate: (p, fd, size, cb) => {
         const file = this.open.get(fd);
         this.run(
@@ -285,7 +328,12 @@ export class JournalFs {
         this.run(
           cb,
           'chmod',
-          () => (fs.chmodSync(this.real(p), mode), 0),
+          () => {
+            // chmod(2) follows symlinks and Linux has no lchmod; the kernel never sends one for a symlink.
+            if (fs.lstatSync(this.real(p)).isSymbolicLink()) return EOPNOTSUPP;
+            fs.chmodSync(this.real(p), mode);
+            return 0;
+          },
           () => this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: fs.lstatSync(this.real(p)).mode }),
         ),
       chown: (p, uid, gid, cb) =>
@@ -337,7 +385,7 @@ export class JournalFs {
         this.run(
           cb,
           'unlink',
-          () => (fs.unlinkSync(this.real(p)), 0),
+          () => (this.announceBeforeNameGoes(p), fs.unlinkSync(this.real(p)), 0),
           () => this.emit({ type: FrameType.UNLINK, path: fromFusePath(p), parentTimes: this.parentTimes(p) }),
         ),
       rmdir: (p, cb) =>
@@ -351,7 +399,7 @@ export class JournalFs {
         this.run(
           cb,
           'rename',
-          () => (fs.renameSync(this.real(from), this.real(p)), 0),
+          () => (this.announceBeforeNameGoes(p), fs.renameSync(this.real(from), this.real(p)), 0),
           () =>
             this.emit({
               type: FrameType.RENAME,
@@ -378,10 +426,12 @@ export class JournalFs {
           () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name }),
         ),
     };
+    return operations;
   }
 
   private track(fd: number, flags: number): void {
-    this.open.set(fd, { id: this.nextHandle++, fd, append: (flags & fs.constants.O_APPEND) !== 0, announced: false });
+    const ino = fs.fstatSync(fd, { bigint: true }).ino;
+    this.open.set(fd, { id: this.nextHandle++, fd, ino, append: (flags & fs.constants.O_APPEND) !== 0, announced: false });
   }
 
   private journalTruncate(p: string, size: number): void {

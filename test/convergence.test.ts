@@ -1,0 +1,114 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import fc from 'fast-check';
+import type Fuse from 'fuse-native';
+import { FrameSink } from '../journal/sink';
+import { JournalFs } from '../journal/filesystem';
+import { Mirror } from '../mirror/mirror';
+import { dirs, tempDir, treeDiff } from './harness';
+
+const NAMES = ['a', 'b', 'd', 'd/x', 'd/y', 'e', 'e/z'];
+// Symlink targets stay inside the store: the handlers are called directly, without the kernel's
+// symlink resolution in front of them, so nothing here may point at anything outside the test.
+const arbName = fc.constantFrom(...NAMES);
+const arbStep = fc.oneof(
+  fc.record({ op: fc.constant('mkdir' as const), p: arbName, mode: fc.constantFrom(0o755, 0o700, 0o2775) }),
+  fc.record({ op: fc.constant('create' as const), p: arbName, mode: fc.constantFrom(0o644, 0o600, 0o4755) }),
+  fc.record({ op: fc.constant('open' as const), p: arbName }),
+  fc.record({ op: fc.constant('write' as const), h: fc.nat(5), offset: fc.nat(70_000), bytes: fc.uint8Array({ minLength: 1, maxLength: 3000 }) }),
+  fc.record({ op: fc.constant('ftruncate' as const), h: fc.nat(5), size: fc.nat(80_000) }),
+  fc.record({ op: fc.constant('release' as const), h: fc.nat(5) }),
+  fc.record({ op: fc.constant('truncate' as const), p: arbName, size: fc.nat(5000) }),
+  fc.record({ op: fc.constant('rename' as const), p: arbName, to: arbName }),
+  fc.record({ op: fc.constant('unlink' as const), p: arbName }),
+  fc.record({ op: fc.constant('rmdir' as const), p: arbName }),
+  fc.record({ op: fc.constant('link' as const), p: arbName, to: arbName }),
+  fc.record({ op: fc.constant('symlink' as const), target: fc.constantFrom('a', 'x', '../a'), p: arbName }),
+  fc.record({ op: fc.constant('chmod' as const), p: arbName, mode: fc.constantFrom(0o640, 0o1777, 0o4711) }),
+  fc.record({ op: fc.constant('utimens' as const), p: arbName, a: fc.bigInt({ min: 0n, max: 2n ** 62n }), m: fc.bigInt({ min: 0n, max: 2n ** 62n }) }),
+  fc.record({ op: fc.constant('setxattr' as const), p: arbName, value: fc.uint8Array({ maxLength: 40 }) }),
+  fc.record({ op: fc.constant('removexattr' as const), p: arbName }),
+);
+type Step = typeof arbStep extends fc.Arbitrary<infer S> ? S : never;
+
+/** Runs steps through the journal's handlers on `store`, writing the stream to `file`. */
+function journalRun(store: string, file: string, steps: Step[]): void {
+  const fd = fs.openSync(file, 'w');
+  const sink = new FrameSink(fd, () => {});
+  const header = { type: 0x01 as const, magic: 'tfs-journal', version: 1, streamId: `conv-${Math.random()}`, startNs: 0n, firstSeq: 1n };
+  sink.emit(header);
+  const ops = new JournalFs(store, sink, () => {}, () => ({ pid: 1, uid: 0, gid: 0 })).operations() as Required<Fuse.Operations>;
+  const open: number[] = [];
+  // What libfuse passes as the path of an open file: its current name, null once it has none.
+  const names = new Map<number, string | null>();
+  const cb = () => {};
+  const handle = (h: number) => open[h % Math.max(open.length, 1)];
+  const opened = (p: string) => (code: number, fd?: number) => {
+    if (code !== 0) return;
+    open.push(fd!);
+    names.set(fd!, p);
+  };
+  const renamed = (from: string, to: string) => (code: number) => {
+    if (code !== 0 || from === to) return;
+    for (const [fd, n] of names) {
+      if (n === to) names.set(fd, null);
+      else if (n !== null && (n === from || n.startsWith(from + '/'))) names.set(fd, to + n.slice(from.length));
+    }
+  };
+  const unlinked = (p: string) => (code: number) => {
+    if (code === 0) for (const [fd, n] of names) if (n === p) names.set(fd, null);
+  };
+  for (const s of steps) {
+    const p = '/' + ('p' in s ? s.p : '');
+    switch (s.op) {
+      case 'mkdir': ops.mkdir(p, s.mode, cb); break;
+      case 'create': ops.create(p, s.mode, fs.constants.O_RDWR, opened(p)); break;
+      case 'open': ops.open(p, fs.constants.O_RDWR, opened(p)); break;
+      case 'write': { const h = handle(s.h); if (h !== undefined) ops.write(names.get(h) ?? null, h, Buffer.from(s.bytes), s.bytes.length, s.offset, cb); break; }
+      case 'ftruncate': { const h = handle(s.h); if (h !== undefined) ops.ftruncate(names.get(h) ?? null, h, s.size, cb); break; }
+      case 'release': { const h = handle(s.h); if (h !== undefined) { ops.release(null, h, cb); open.splice(open.indexOf(h), 1); } break; }
+      case 'truncate': ops.truncate(p, s.size, cb); break;
+      case 'rename': ops.rename(p, '/' + s.to, renamed(p, '/' + s.to)); break;
+      case 'unlink': ops.unlink(p, unlinked(p)); break;
+      case 'rmdir': ops.rmdir(p, cb); break;
+      case 'link': ops.link(p, '/' + s.to, cb); break;
+      case 'symlink': ops.symlink(s.target, p, cb); break;
+      case 'chmod': ops.chmod(p, s.mode, cb); break;
+      case 'utimens': ops.utimens(p, s.a, s.m, cb); break;
+      case 'setxattr': ops.setxattr(p, 'user.k', Buffer.from(s.value), 0, 0, cb); break;
+      case 'removexattr': ops.removexattr(p, 'user.k', cb); break;
+    }
+  }
+  for (const h of open) ops.release(null, h, cb);
+  sink.emit({ type: 0x02, reason: 'test' });
+  fs.closeSync(fd);
+}
+
+async function* chunksOf(b: Buffer, size: number) {
+  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
+}
+
+test('property: a replica replaying the journal of random operations converges to the store, also when cut off and resumed', { timeout: 300_000 }, async (t) => {
+  const base = tempDir(t, 'converge');
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(arbStep, { minLength: 1, maxLength: 60 }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer({ min: 1, max: 5000 }), async (steps, cutAt, chunk) => {
+      const [store, whole, resumed] = dirs(path.join(base, String(run++)), 'store', 'whole', 'resumed');
+      // The replicas start as copies of the store's initial state (an empty root, with its times).
+      const initial = fs.statSync(store!);
+      for (const r of [whole!, resumed!]) fs.utimesSync(r, initial.atime, initial.mtime);
+      const file = path.join(store!, '..', 'stream');
+      journalRun(store!, file, steps);
+      const bytes = fs.readFileSync(file);
+      await new Mirror({ replica: whole! }).run(chunksOf(bytes, chunk));
+      assert.equal(treeDiff(store!, whole!), '');
+      const cut = Math.floor(cutAt * bytes.length);
+      await new Mirror({ replica: resumed! }).run(chunksOf(bytes.subarray(0, cut), chunk)).catch(() => {});
+      await new Mirror({ replica: resumed! }).run(chunksOf(bytes, chunk));
+      assert.equal(treeDiff(store!, resumed!), '');
+    }),
+    { numRuns: Number(process.env['TFS_PROPERTY_RUNS'] ?? 60), seed: process.env['TFS_TEST_SEED'] ? Number(process.env['TFS_TEST_SEED']) : undefined },
+  );
+});
