@@ -16,13 +16,15 @@ Options:
   --client-buffer BYTES bytes queued for one client before the slow-client policy
                         applies (default 8388608)
   --slow-client POLICY  wait: hold the stream for the slowest client (default);
-                        disconnect: drop a client that falls behind
+                        disconnect: drop a client that stays behind
+  --slow-client-grace MS  with disconnect: how long a client may stay more than
+                        --client-buffer behind before it is dropped (default 2000)
   -h, --help            this text`;
 
 runMain('tfs-broadcast', async () => {
   const { values, positionals } = parseCommandLine(
     HELP,
-    { 'min-clients': { type: 'string' }, 'client-buffer': { type: 'string' }, 'slow-client': { type: 'string' } },
+    { 'min-clients': { type: 'string' }, 'client-buffer': { type: 'string' }, 'slow-client': { type: 'string' }, 'slow-client-grace': { type: 'string' } },
     { min: 1, max: 1 },
   );
   const slowClient = (values['slow-client'] ?? SlowClientPolicy.WAIT) as SlowClientPolicy;
@@ -33,6 +35,7 @@ runMain('tfs-broadcast', async () => {
     minClients: intOption(values['min-clients'], 'min-clients', 0),
     clientBuffer: intOption(values['client-buffer'], 'client-buffer', 8 * 1024 * 1024, 65536),
     slowClient,
+    slowClientGraceMs: intOption(values['slow-client-grace'], 'slow-client-grace', 2000),
     log,
   });
   await broadcaster.listen();

@@ -121,3 +121,55 @@ test('input that ends without an end frame is an error', async () => {
   await assert.rejects(b.run(input), /without an end frame/);
   fs.rmSync(dir, { recursive: true });
 });
+
+test('slow clients: with disconnect, one that stops reading is dropped and the others get everything', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
+  const socketPath = path.join(dir, 's');
+  const b = new Broadcaster({ socketPath, clientBuffer: 65536, slowClient: 'disconnect', slowClientGraceMs: 300 });
+  await b.listen();
+  const input = new PassThrough();
+  const running = b.run(input);
+  const good = client(socketPath);
+  const stalled = net.createConnection(socketPath, () => stalled.write(helloFrame()));
+  stalled.pause();
+  const stalledClosed = new Promise((r) => stalled.on('close', r));
+  stalled.on('error', () => {});
+  await until(() => b.clientCount === 2);
+  const big = new StreamBuilder('slow');
+  for (let i = 0; i < 200; i++) big.add({ type: FrameType.WRITE, handle: 1, offset: i }, Buffer.alloc(64 * 1024, i));
+  input.end(big.end().bytes());
+  await running;
+  stalled.resume(); // a paused socket never reads the end of its connection
+  await stalledClosed;
+  assert.equal((await good).seqs.length, 202);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('slow clients: with wait, the stream holds until the slow client reads, and nothing is lost', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
+  const socketPath = path.join(dir, 's');
+  const b = new Broadcaster({ socketPath, clientBuffer: 65536 });
+  await b.listen();
+  const input = new PassThrough();
+  let settled = false;
+  const running = b.run(input).finally(() => (settled = true));
+  const dec = new FrameDecoder();
+  let frames = 0;
+  const slow = net.createConnection(socketPath, () => slow.write(helloFrame()));
+  slow.pause();
+  const closed = new Promise((r) => slow.on('close', r));
+  slow.on('data', (c) => {
+    for (const _ of dec.push(c)) frames++;
+  });
+  await until(() => b.clientCount === 1);
+  const big = new StreamBuilder('wait');
+  for (let i = 0; i < 100; i++) big.add({ type: FrameType.WRITE, handle: 1, offset: i }, Buffer.alloc(64 * 1024, i));
+  input.end(big.end().bytes());
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(settled, false, 'the stream waits for the slow client');
+  slow.resume();
+  await running;
+  await closed;
+  assert.equal(frames, 102);
+  fs.rmSync(dir, { recursive: true });
+});

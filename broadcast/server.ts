@@ -10,7 +10,7 @@ import { decodeOp } from '../shared/ops';
 export const SlowClientPolicy = {
   /** Hold the stream (and so throttle the journal) until it catches up. */
   WAIT: 'wait',
-  /** Disconnect it; it resumes from its cursor later (and sees the gap if frames were lost). */
+  /** Disconnect it if it stays behind for `slowClientGraceMs`; it resumes from its cursor later. */
   DISCONNECT: 'disconnect',
 } as const;
 export type SlowClientPolicy = (typeof SlowClientPolicy)[keyof typeof SlowClientPolicy];
@@ -22,6 +22,8 @@ export interface BroadcastOptions {
   /** Bytes queued for one client before the slow-client policy applies (default 8 MiB). */
   clientBuffer?: number;
   slowClient?: SlowClientPolicy;
+  /** With DISCONNECT: how long a client may stay above `clientBuffer` (default 2000 ms). */
+  slowClientGraceMs?: number;
   log?: (message: string) => void;
 }
 
@@ -91,13 +93,19 @@ export class Broadcaster {
           frames.shift();
         }
         await this.until(() => this.clients.size >= this.minClients);
-        for (const c of this.clients) c.socket.cork();
+        // Frames of one chunk go out corked (one writev per client); after each frame the bound is
+        // checked, so no client ever has more than clientBuffer + one frame queued.
+        let corked = this.cork();
         for (const frame of frames) {
-          for (const c of this.clients) c.socket.write(frame.bytes);
+          for (const c of corked) c.socket.write(frame.bytes);
           if (frame.type === FrameType.END) ended = true;
+          if (this.slowClients().length > 0) {
+            this.uncork(corked);
+            await this.applySlowClientPolicy();
+            corked = this.cork();
+          }
         }
-        for (const c of this.clients) c.socket.uncork();
-        await this.applySlowClientPolicy();
+        this.uncork(corked);
       }
       splitter.end();
       if (!ended) throw new TfsError(ErrorCode.TRUNCATED, 'the input ended without an end frame');
@@ -153,20 +161,38 @@ export class Broadcaster {
     }
   }
 
-  private async applySlowClientPolicy(): Promise<void> {
-    const slow = () => [...this.clients].filter((c) => c.socket.writableLength > this.clientBuffer);
-    if (this.slowClient === SlowClientPolicy.DISCONNECT) {
-      for (const c of slow()) {
-        this.log(`client ${c.id} dropped: more than ${this.clientBuffer} bytes behind`);
-        c.socket.destroy();
-      }
-      return;
-    }
-    await this.until(() => slow().length === 0);
+  private cork(): Client[] {
+    const clients = [...this.clients];
+    for (const c of clients) c.socket.cork();
+    return clients;
   }
 
-  private async until(condition: () => boolean): Promise<void> {
-    while (!condition()) await new Promise<void>((resolve) => (this.wake = resolve));
+  private uncork(clients: Client[]): void {
+    for (const c of clients) c.socket.uncork();
+  }
+
+  private slowClients(): Client[] {
+    return [...this.clients].filter((c) => c.socket.writableLength > this.clientBuffer);
+  }
+
+  private async applySlowClientPolicy(): Promise<void> {
+    if (this.slowClient === SlowClientPolicy.WAIT) return this.until(() => this.slowClients().length === 0);
+    await this.until(() => this.slowClients().length === 0, this.options.slowClientGraceMs ?? 2000);
+    for (const c of this.slowClients()) {
+      this.log(`client ${c.id} dropped: more than ${this.clientBuffer} bytes behind for too long`);
+      c.socket.destroy();
+    }
+  }
+
+  /** Waits until `condition` holds (re-checked whenever a client drains, joins or leaves), or `ms` pass. */
+  private async until(condition: () => boolean, ms?: number): Promise<void> {
+    const timer = ms === undefined ? undefined : setTimeout(() => this.poke(), ms);
+    const deadline = ms === undefined ? Infinity : Date.now() + ms;
+    try {
+      while (!condition() && Date.now() < deadline) await new Promise<void>((resolve) => (this.wake = resolve));
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private poke(): void {
