@@ -78,9 +78,9 @@ export async function startJournal(t: TestContext, store: string, mnt: string, s
  * journal's stdout. The test closes its own end of that pipe, so the reader sees the end of the
  * stream when the journal exits, and the journal sees its reader go away when the reader does.
  */
-export async function startPipeline(t: TestContext, store: string, mnt: string, command: string, args: string[]): Promise<{ journal: Proc; reader: Proc }> {
+export async function startPipeline(t: TestContext, store: string, mnt: string, command: string, args: string[], journalArgs: string[] = []): Promise<{ journal: Proc; reader: Proc }> {
   const reader = start(t, command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
-  const journal = await startJournal(t, store, mnt, reader.child.stdin!);
+  const journal = await startJournal(t, store, mnt, reader.child.stdin!, journalArgs);
   reader.child.stdin!.destroy();
   return { journal, reader };
 }
