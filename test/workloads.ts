@@ -40,6 +40,7 @@ export function edgeCases(mnt: string): void {
   const gone = fs.openSync(p('doomed'), 'w');
   fs.unlinkSync(p('doomed'));
   fs.writeSync(gone, 'nobody will read this');
+  assert.deepEqual([fs.fstatSync(gone).nlink, fs.fstatSync(gone).size], [0, 21], 'fstat of a file unlinked while open');
   fs.closeSync(gone);
 
   // Hard links: link counts and attributes right through every name at once.
