@@ -411,6 +411,18 @@ export class JournalFs {
               parentTimes: this.parentTimes(p),
             }),
         ),
+      fallocate: (p, fd, mode, offset, length, cb) => {
+        const file = this.open.get(fd);
+        if (!file) return cb(-9);
+        this.run(
+          cb,
+          'fallocate',
+          () => (posix.fallocate(fd, mode, offset, length), 0),
+          () => {
+            if (this.announce(file, p)) this.emit({ type: FrameType.FALLOCATE, handle: file.id, mode, offset, length, times: this.fdTimes(fd) });
+          },
+        );
+      },
       setxattr: (p, name, value, _position, flags, cb) =>
         this.run(
           cb,

@@ -42,6 +42,7 @@ declare module 'fuse-native' {
     symlink?(target: string, path: string, cb: Cb): void;
     mkdir?(path: string, mode: number, cb: Cb): void;
     rmdir?(path: string, cb: Cb): void;
+    fallocate?(path: string | null, fd: number, mode: number, offset: number, length: number, cb: Cb): void;
   }
   interface Options {
     force?: boolean; mkdir?: boolean; timeout?: number | false; debug?: boolean;

@@ -4,7 +4,7 @@ import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, frameTypeName } from '../shared/frame';
 import { Op, Times } from '../shared/ops';
 import { parentOf } from '../shared/paths';
-import { posix } from '../shared/posix';
+import { Falloc, posix } from '../shared/posix';
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 const S_IFMT = 0o170000;
@@ -20,7 +20,7 @@ interface Handle {
 
 /** Frame types that only change data or attributes of entries that already exist: safe to apply again as a run. */
 const BATCHABLE: ReadonlySet<number> = new Set([
-  FrameType.OPEN, FrameType.WRITE, FrameType.TRUNCATE, FrameType.FTRUNCATE, FrameType.FSYNC, FrameType.RELEASE,
+  FrameType.OPEN, FrameType.WRITE, FrameType.TRUNCATE, FrameType.FTRUNCATE, FrameType.FSYNC, FrameType.RELEASE, FrameType.FALLOCATE,
   FrameType.CHMOD, FrameType.CHOWN, FrameType.UTIMENS, FrameType.SETXATTR, FrameType.REMOVEXATTR,
 ]);
 
@@ -221,6 +221,12 @@ export class Replayer {
         this.handleChanges.set(op.handle, undefined);
         return;
       }
+      case FrameType.FALLOCATE: {
+        const fd = this.fdOf(op.handle, op.seq);
+        if (fd === undefined) return;
+        fallocateOrEmulate(fd, op.mode, op.offset, op.length);
+        return posix.futimensNs(fd, op.times[0], op.times[1]);
+      }
       case FrameType.CHMOD: {
         const p = this.entry(op.path, op.seq);
         if ((fs.lstatSync(p).mode & S_IFMT) === S_IFLNK) throw new Error('is a symlink on the replica; chmod would follow it');
@@ -327,6 +333,27 @@ export class Replayer {
         this.handleChanges.set(id, h.path);
       }
     }
+  }
+}
+
+/**
+ * fallocate on the replica; where its filesystem lacks it, the same content: zeros for a punched
+ * hole or zeroed range, and the size the store got (the replica is then less sparse, never different).
+ */
+function fallocateOrEmulate(fd: number, mode: number, offset: number, length: number): void {
+  try {
+    return posix.fallocate(fd, mode, offset, length);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EOPNOTSUPP') throw err;
+  }
+  const size = fs.fstatSync(fd).size;
+  const end = offset + length;
+  if (mode & (Falloc.PUNCH_HOLE | Falloc.ZERO_RANGE)) {
+    const zeros = Buffer.alloc(Math.min(length, 1 << 20));
+    const stop = mode & Falloc.KEEP_SIZE ? Math.min(end, size) : end;
+    for (let at = offset; at < stop; at += zeros.length) fs.writeSync(fd, zeros, 0, Math.min(zeros.length, stop - at), at);
+  } else if (!(mode & Falloc.KEEP_SIZE) && end > size) {
+    fs.ftruncateSync(fd, end);
   }
 }
 

@@ -70,6 +70,7 @@ export const FrameType = {
   FTRUNCATE: 0x23,
   FSYNC: 0x24,
   RELEASE: 0x25,
+  FALLOCATE: 0x26,
   CHMOD: 0x30,
   CHOWN: 0x31,
   UTIMENS: 0x32,

@@ -12,10 +12,14 @@ export interface Posix {
   llistxattr(path: string): Buffer;
   lremovexattr(path: string, name: string): void;
   renameat2(from: string, to: string, flags: number): void;
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 export const posix: Posix = require(path.join(__dirname, '..', '..', 'shared', 'native', 'build', 'Release', 'posix.node'));
+
+/** fallocate(2) mode bits. */
+export const Falloc = { KEEP_SIZE: 0x01, PUNCH_HOLE: 0x02, ZERO_RANGE: 0x10 } as const;
 
 export const UTIME_NOW = -1n;
 export const UTIME_OMIT = -2n;

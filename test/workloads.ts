@@ -82,6 +82,14 @@ export function edgeCases(mnt: string): void {
   assert.equal(fs.lstatSync(p('symlink')).uid, 42);
   assert.equal(fs.statSync(p('setgid')).mode & 0o7777, 0o2775);
 
+  // fallocate: preallocation, a punched hole (the file gets sparser), a zeroed range.
+  sh(mnt, `head -c 262144 /dev/urandom > holes && fallocate -l 1M prealloc && fallocate -n -o 1M -l 1M prealloc`);
+  const before = fs.statSync(p('holes')).blocks;
+  sh(mnt, `fallocate -p -o 4096 -l 65536 holes && fallocate -z -o 100000 -l 5000 holes`);
+  assert.ok(fs.statSync(p('holes')).blocks < before, 'punching a hole frees blocks');
+  assert.ok(fs.readFileSync(p('holes')).subarray(4096, 4096 + 65536).equals(Buffer.alloc(65536)));
+  assert.equal(fs.statSync(p('prealloc')).size, 1024 * 1024);
+
   // mmap writes through a shared mapping.
   sh(mnt, `python3 - <<'PY'
 import mmap, os

@@ -162,6 +162,19 @@ static napi_value lremovexattr_(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// fallocate(fd, mode, offset, length): FALLOC_FL_KEEP_SIZE (1), PUNCH_HOLE (2), ZERO_RANGE (16)...
+static napi_value fallocate_(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  int32_t fd, mode;
+  int64_t offset, length;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_value_int32(env, argv[1], &mode);
+  napi_get_value_int64(env, argv[2], &offset);
+  napi_get_value_int64(env, argv[3], &length);
+  if (fallocate(fd, mode, (off_t) offset, (off_t) length) != 0) return throw_errno(env, errno, "fallocate", NULL);
+  return NULL;
+}
+
 // renameat2(from, to, flags): RENAME_NOREPLACE (1), RENAME_EXCHANGE (2).
 static napi_value renameat2_(napi_env env, napi_callback_info info) {
   ARGS(3)
@@ -183,6 +196,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "llistxattr", NULL, llistxattr_, NULL, NULL, NULL, napi_default, NULL },
     { "lremovexattr", NULL, lremovexattr_, NULL, NULL, NULL, napi_default, NULL },
     { "renameat2", NULL, renameat2_, NULL, NULL, NULL, napi_default, NULL },
+    { "fallocate", NULL, fallocate_, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
