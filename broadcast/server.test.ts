@@ -9,7 +9,17 @@ import { FrameDecoder } from '../shared/decoder';
 import { FrameType } from '../shared/frame';
 import { StreamBuilder } from '../shared/stream-builder';
 import { helloFrame } from '../mirror/source';
-import { Broadcaster } from './server';
+import { Broadcaster, BroadcastOptions } from './server';
+
+/** A listening broadcaster fed from a PassThrough; `done()` removes its directory. */
+async function broadcaster(options: Omit<BroadcastOptions, 'socketPath'> = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
+  const socketPath = path.join(dir, 's');
+  const b = new Broadcaster({ socketPath, ...options });
+  await b.listen();
+  const input = new PassThrough();
+  return { b, socketPath, input, running: b.run(input), done: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
 
 function streamOf(n: number): StreamBuilder {
   const s = new StreamBuilder('bcast');
@@ -40,12 +50,7 @@ async function until(cond: () => boolean) {
 }
 
 test('min-clients holds the stream; every client gets the header and all frames in order, then the end', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
-  const socketPath = path.join(dir, 's');
-  const b = new Broadcaster({ socketPath, minClients: 3 });
-  await b.listen();
-  const input = new PassThrough();
-  const running = b.run(input);
+  const { b, socketPath, input, running, done } = await broadcaster({ minClients: 3 });
   const stream = streamOf(50);
   input.write(stream.bytes());
   input.end();
@@ -61,16 +66,11 @@ test('min-clients holds the stream; every client gets the header and all frames 
     assert.equal(r.types.at(-1), FrameType.END);
   }
   assert.equal(fs.existsSync(socketPath), false, 'socket removed');
-  fs.rmSync(dir, { recursive: true });
+  done();
 });
 
 test('a late client gets the header, then every frame from when it joined, with no gap', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
-  const socketPath = path.join(dir, 's');
-  const b = new Broadcaster({ socketPath });
-  await b.listen();
-  const input = new PassThrough();
-  const running = b.run(input);
+  const { b, socketPath, input, running, done } = await broadcaster();
   const frames = streamOf(20).list;
   const early = client(socketPath);
   await until(() => b.clientCount === 1);
@@ -87,16 +87,11 @@ test('a late client gets the header, then every frame from when it joined, with 
   const first = Number(l.seqs[1]);
   assert.ok(first >= 1 && first <= 10, `late client starts at ${first}`);
   assert.deepEqual(l.seqs.slice(1), Array.from({ length: 22 - first }, (_, i) => BigInt(first + i)));
-  fs.rmSync(dir, { recursive: true });
+  done();
 });
 
 test('a client that dies does not stop the others; a bad hello is dropped', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
-  const socketPath = path.join(dir, 's');
-  const b = new Broadcaster({ socketPath });
-  await b.listen();
-  const input = new PassThrough();
-  const running = b.run(input);
+  const { b, socketPath, input, running, done } = await broadcaster();
   const good = client(socketPath);
   const dying = net.createConnection(socketPath);
   await until(() => b.clientCount === 2);
@@ -109,26 +104,18 @@ test('a client that dies does not stop the others; a bad hello is dropped', asyn
   input.end(streamOf(5).bytes());
   await running;
   assert.equal((await good).seqs.length, 7);
-  fs.rmSync(dir, { recursive: true });
+  done();
 });
 
 test('input that ends without an end frame is an error', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
-  const b = new Broadcaster({ socketPath: path.join(dir, 's') });
-  await b.listen();
-  const input = new PassThrough();
+  const { input, running, done } = await broadcaster();
   input.end(Buffer.concat(streamOf(3).list.slice(0, 3)));
-  await assert.rejects(b.run(input), /without an end frame/);
-  fs.rmSync(dir, { recursive: true });
+  await assert.rejects(running, /without an end frame/);
+  done();
 });
 
 test('slow clients: with disconnect, one that stops reading is dropped and the others get everything', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
-  const socketPath = path.join(dir, 's');
-  const b = new Broadcaster({ socketPath, clientBuffer: 65536, slowClient: 'disconnect', slowClientGraceMs: 300 });
-  await b.listen();
-  const input = new PassThrough();
-  const running = b.run(input);
+  const { b, socketPath, input, running, done } = await broadcaster({ clientBuffer: 65536, slowClient: 'disconnect', slowClientGraceMs: 300 });
   const good = client(socketPath);
   const stalled = net.createConnection(socketPath, () => stalled.write(helloFrame()));
   stalled.pause();
@@ -142,17 +129,14 @@ test('slow clients: with disconnect, one that stops reading is dropped and the o
   stalled.resume(); // a paused socket never reads the end of its connection
   await stalledClosed;
   assert.equal((await good).seqs.length, 202);
-  fs.rmSync(dir, { recursive: true });
+  done();
 });
 
 test('slow clients: with wait, the stream holds until the slow client reads, and nothing is lost', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bc-'));
-  const socketPath = path.join(dir, 's');
-  const b = new Broadcaster({ socketPath, clientBuffer: 65536 });
-  await b.listen();
-  const input = new PassThrough();
+  const started = await broadcaster({ clientBuffer: 65536 });
+  const { b, socketPath, input, done } = started;
   let settled = false;
-  const running = b.run(input).finally(() => (settled = true));
+  const running = started.running.finally(() => (settled = true));
   const dec = new FrameDecoder();
   let frames = 0;
   const slow = net.createConnection(socketPath, () => slow.write(helloFrame()));
@@ -171,5 +155,5 @@ test('slow clients: with wait, the stream holds until the slow client reads, and
   await running;
   await closed;
   assert.equal(frames, 102);
-  fs.rmSync(dir, { recursive: true });
+  done();
 });

@@ -13,7 +13,8 @@ interface OpenFile {
   /** The handle id that frames use (unique within the stream, unlike fds). */
   id: number;
   fd: number;
-  /** The store inode, to find the handles a vanishing name leaves behind. */
+  /** The store inode (device and number), to find the handles a vanishing name leaves behind. */
+  dev: bigint;
   ino: bigint;
   append: boolean;
   /** Whether OPEN has been emitted. */
@@ -91,6 +92,18 @@ export class JournalFs {
     cb(result);
   }
 
+  /** Answers a query (no journaling) with its value, or with the errno it failed with. */
+  private answer<T>(cb: (code: number, value?: T) => void, what: string, get: () => T): void {
+    let value: T;
+    try {
+      value = get();
+    } catch (err) {
+      cb(errnoOf(err, what, this.log));
+      return;
+    }
+    cb(0, value);
+  }
+
   private emit(op: OpInput, data?: Uint8Array): void {
     (op as { caller?: Caller }).caller = this.callerOf();
     this.sink.emit(op, data);
@@ -129,7 +142,7 @@ export class JournalFs {
       return;
     }
     if (!st.isFile()) return;
-    for (const file of this.open.values()) if (!file.announced && file.ino === st.ino) this.announce(file, p);
+    for (const file of this.open.values()) if (!file.announced && file.ino === st.ino && file.dev === st.dev) this.announce(file, p);
   }
 
   private entryCreated(type: typeof FrameType.CREATE | typeof FrameType.MKDIR | typeof FrameType.MKNOD | typeof FrameType.SYMLINK, p: string, extra: { rdev?: number; target?: string }): void {
@@ -159,56 +172,18 @@ export class JournalFs {
     const operations: Fuse.Operations = {
       init: (cb) => cb(0),
       access: (p, mode, cb) => this.run(cb, 'access', () => (fs.accessSync(this.real(p), mode), 0)),
-      statfs: (_p, cb) => {
-        try {
+      statfs: (_p, cb) =>
+        this.answer(cb, 'statfs', () => {
           const s = fs.statfsSync(this.store);
-          cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 });
-        } catch (err) {
-          cb(errnoOf(err, 'statfs', this.log));
-        }
-      },
-      getattr: (p, cb) => {
-        try {
-          cb(0, fs.lstatSync(this.real(p), { bigint: true }));
-        } catch (err) {
-          cb(errnoOf(err, 'getattr', this.log));
-        }
-      },
-      fgetattr: (p, fd, cb) => {
-        try {
-          cb(0, this.open.has(fd) ? fs.fstatSync(fd, { bigint: true }) : fs.lstatSync(this.real(p ?? '/'), { bigint: true }));
-        } catch (err) {
-          cb(errnoOf(err, 'fgetattr', this.log));
-        }
-      },
-      readdir: (p, cb) => {
-        try {
-          cb(0, fs.readdirSync(this.real(p)));
-        } catch (err) {
-          cb(errnoOf(err, 'readdir', this.log));
-        }
-      },
-      readlink: (p, cb) => {
-        try {
-          cb(0, fs.readlinkSync(this.real(p)));
-        } catch (err) {
-          cb(errnoOf(err, 'readlink', this.log));
-        }
-      },
-      getxattr: (p, name, _position, cb) => {
-        try {
-          cb(0, posix.lgetxattr(this.real(p), name));
-        } catch (err) {
-          cb(errnoOf(err, 'getxattr', this.log));
-        }
-      },
-      listxattr: (p, cb) => {
-        try {
-          cb(0, xattrNames(posix.llistxattr(this.real(p))));
-        } catch (err) {
-          cb(errnoOf(err, 'listxattr', this.log));
-        }
-      },
+          return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 };
+        }),
+      getattr: (p, cb) => this.answer(cb, 'getattr', () => fs.lstatSync(this.real(p), { bigint: true })),
+      // The patched channel gives every GETATTR of an open file a handle: answer from the open file.
+      fgetattr: (p, fd, cb) => this.answer(cb, 'fgetattr', () => (this.open.has(fd) ? fs.fstatSync(fd, { bigint: true }) : fs.lstatSync(this.real(p ?? '/'), { bigint: true }))),
+      readdir: (p, cb) => this.answer(cb, 'readdir', () => fs.readdirSync(this.real(p))),
+      readlink: (p, cb) => this.answer(cb, 'readlink', () => fs.readlinkSync(this.real(p))),
+      getxattr: (p, name, _position, cb) => this.answer(cb, 'getxattr', () => posix.lgetxattr(this.real(p), name)),
+      listxattr: (p, cb) => this.answer(cb, 'listxattr', () => xattrNames(posix.llistxattr(this.real(p)))),
       open: (p, flags, cb) => {
         try {
           const fd = fs.openSync(this.real(p), (flags & ~fs.constants.O_CREAT) | O_NOFOLLOW);
@@ -244,13 +219,7 @@ export class JournalFs {
           cb(errnoOf(err, 'create', this.log));
         }
       },
-      read: (_p, fd, buf, len, pos, cb) => {
-        try {
-          cb(fs.readSync(fd, buf, 0, len, pos));
-        } catch (err) {
-          cb(errnoOf(err, 'read', this.log));
-        }
-      },
+      read: (_p, fd, buf, len, pos, cb) => this.run(cb, 'read', () => fs.readSync(fd, buf, 0, len, pos)),
       write: (p, fd, buf, len, pos, cb) => {
         const file = this.open.get(fd);
         if (!file) return cb(-9);
@@ -442,8 +411,8 @@ export class JournalFs {
   }
 
   private track(fd: number, flags: number): void {
-    const ino = fs.fstatSync(fd, { bigint: true }).ino;
-    this.open.set(fd, { id: this.nextHandle++, fd, ino, append: (flags & fs.constants.O_APPEND) !== 0, announced: false });
+    const { dev, ino } = fs.fstatSync(fd, { bigint: true });
+    this.open.set(fd, { id: this.nextHandle++, fd, dev, ino, append: (flags & fs.constants.O_APPEND) !== 0, announced: false });
   }
 
   private journalTruncate(p: string, size: number): void {

@@ -12,7 +12,6 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-#include <stdio.h>
 
 #define PATH_CAP (PATH_MAX + 1)
 #define XATTR_NAME_CAP 256
@@ -121,15 +120,16 @@ static napi_value lsetxattr_(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// lgetxattr(path, name) -> Buffer
-static napi_value lgetxattr_(napi_env env, napi_callback_info info) {
-  ARGS(2)
-  char path[PATH_CAP], name[XATTR_NAME_CAP];
-  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
+// The result of an xattr read of at most XATTR_VALUE_CAP bytes, as a Buffer (or a thrown error).
+typedef ssize_t (*xattr_reader)(const char *path, const char *name, char *buf);
+static ssize_t read_value(const char *path, const char *name, char *buf) { return lgetxattr(path, name, buf, XATTR_VALUE_CAP); }
+static ssize_t read_names(const char *path, const char *name, char *buf) { (void) name; return llistxattr(path, buf, XATTR_VALUE_CAP); }
+
+static napi_value xattr_buffer(napi_env env, xattr_reader reader, const char *syscall, const char *path, const char *name) {
   char *buf = malloc(XATTR_VALUE_CAP);
-  if (!buf) return throw_errno(env, ENOMEM, "lgetxattr", path);
-  ssize_t n = lgetxattr(path, name, buf, XATTR_VALUE_CAP);
-  if (n < 0) { int e = errno; free(buf); return throw_errno(env, e, "lgetxattr", path); }
+  if (!buf) return throw_errno(env, ENOMEM, syscall, path);
+  ssize_t n = reader(path, name, buf);
+  if (n < 0) { int e = errno; free(buf); return throw_errno(env, e, syscall, path); }
   napi_value out;
   void *dst;
   napi_create_buffer_copy(env, (size_t) n, buf, &dst, &out);
@@ -137,20 +137,20 @@ static napi_value lgetxattr_(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// lgetxattr(path, name) -> Buffer
+static napi_value lgetxattr_(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  char path[PATH_CAP], name[XATTR_NAME_CAP];
+  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
+  return xattr_buffer(env, read_value, "lgetxattr", path, name);
+}
+
 // llistxattr(path) -> Buffer of NUL-terminated names
 static napi_value llistxattr_(napi_env env, napi_callback_info info) {
   ARGS(1)
   char path[PATH_CAP];
   if (get_string(env, argv[0], path, sizeof path)) return NULL;
-  char *buf = malloc(XATTR_VALUE_CAP);
-  if (!buf) return throw_errno(env, ENOMEM, "llistxattr", path);
-  ssize_t n = llistxattr(path, buf, XATTR_VALUE_CAP);
-  if (n < 0) { int e = errno; free(buf); return throw_errno(env, e, "llistxattr", path); }
-  napi_value out;
-  void *dst;
-  napi_create_buffer_copy(env, (size_t) n, buf, &dst, &out);
-  free(buf);
-  return out;
+  return xattr_buffer(env, read_names, "llistxattr", path, NULL);
 }
 
 // lremovexattr(path, name)
