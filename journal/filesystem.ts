@@ -388,7 +388,7 @@ export class JournalFs {
           'fallocate',
           () => (posix.fallocate(fd, mode, offset, length), 0),
           () => {
-            if (this.announce(file, p)) this.emit({ type: FrameType.FALLOCATE, handle: file.id, mode, offset, length, times: this.fdTimes(fd) });
+            if (this.announce(file, p)) this.emit({ type: FrameType.FALLOCATE, handle: file.id, flags: mode, offset, length, times: this.fdTimes(fd) });
           },
         );
       },

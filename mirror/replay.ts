@@ -224,7 +224,7 @@ export class Replayer {
       case FrameType.FALLOCATE: {
         const fd = this.fdOf(op.handle, op.seq);
         if (fd === undefined) return;
-        fallocateOrEmulate(fd, op.mode, op.offset, op.length);
+        fallocateOrEmulate(fd, op.flags, op.offset, op.length);
         return posix.futimensNs(fd, op.times[0], op.times[1]);
       }
       case FrameType.CHMOD: {

@@ -52,7 +52,7 @@ export const OP_FIELDS: Readonly<Record<number, readonly Field[]>> = {
   [FrameType.FTRUNCATE]: [handle, f('size', 's', 'uint'), times],
   [FrameType.FSYNC]: [handle, f('datasync', 'ds', 'bool'), times],
   [FrameType.RELEASE]: [handle, times],
-  [FrameType.FALLOCATE]: [handle, mode, f('offset', 'o', 'uint'), f('length', 'len', 'uint'), times],
+  [FrameType.FALLOCATE]: [handle, f('flags', 'fl', 'uint'), f('offset', 'o', 'uint'), f('length', 'len', 'uint'), times],
   [FrameType.CHMOD]: [path, mode],
   [FrameType.CHOWN]: [path, uid, gid, mode],
   [FrameType.UTIMENS]: [path, times],
@@ -85,7 +85,7 @@ export type Op =
   | (Base & { type: typeof FrameType.FTRUNCATE; handle: number; size: number; times: Times })
   | (Base & { type: typeof FrameType.FSYNC; handle: number; datasync: boolean; times: Times })
   | (Base & { type: typeof FrameType.RELEASE; handle: number; times: Times })
-  | (Base & { type: typeof FrameType.FALLOCATE; handle: number; mode: number; offset: number; length: number; times: Times })
+  | (Base & { type: typeof FrameType.FALLOCATE; handle: number; flags: number; offset: number; length: number; times: Times })
   | (Base & { type: typeof FrameType.CHMOD; path: string; mode: number })
   | (Base & { type: typeof FrameType.CHOWN; path: string; uid: number; gid: number; mode: number })
   | (Base & { type: typeof FrameType.UTIMENS; path: string; times: Times })
