@@ -8,6 +8,8 @@ export interface Cursor {
   seq: bigint;
   /** Open write handles: handle id → replica path, or null for a file whose name is gone. */
   handles: Map<number, string | null>;
+  /** The first frame this replica received, when it joined the stream after its start (else null). */
+  joinedAt: bigint | null;
 }
 
 /**
@@ -31,7 +33,7 @@ export class CursorStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.defaultSafeIntegers(true);
       this.db.exec(`
-        CREATE TABLE IF NOT EXISTS cursor (one INTEGER PRIMARY KEY CHECK (one = 1), stream_id TEXT, seq INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS cursor (one INTEGER PRIMARY KEY CHECK (one = 1), stream_id TEXT, seq INTEGER NOT NULL, joined_at INTEGER);
         CREATE TABLE IF NOT EXISTS handles (handle INTEGER PRIMARY KEY, path TEXT);
         INSERT OR IGNORE INTO cursor (one, stream_id, seq) VALUES (1, NULL, 0);
       `);
@@ -53,21 +55,27 @@ export class CursorStore {
 
   /** Reads the cursor as last committed. */
   load(): Cursor {
-    const row = this.db.prepare('SELECT stream_id, seq FROM cursor WHERE one = 1').get() as { stream_id: string | null; seq: bigint };
+    const row = this.db.prepare('SELECT stream_id, seq, joined_at FROM cursor WHERE one = 1').get() as { stream_id: string | null; seq: bigint; joined_at: bigint | null };
     const handles = new Map<number, string | null>();
     for (const h of this.db.prepare('SELECT handle, path FROM handles').all() as { handle: bigint; path: string | null }[]) {
       handles.set(Number(h.handle), h.path);
     }
-    return { streamId: row.stream_id, seq: row.seq, handles };
+    return { streamId: row.stream_id, seq: row.seq, handles, joinedAt: row.joined_at };
   }
 
   /** Starts following a stream from scratch (a new replica, or the user said to start over). */
   reset(streamId: string): void {
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM handles').run();
+      this.db.prepare('UPDATE cursor SET joined_at = NULL WHERE one = 1').run();
       this.streamId = streamId;
       this.setCursor.run(streamId, 0n);
     })();
+  }
+
+  /** Records that this replica joined the stream late, at frame `seq`. */
+  markJoinedAt(seq: bigint): void {
+    this.db.prepare('UPDATE cursor SET joined_at = ? WHERE one = 1').run(seq);
   }
 
   /** Records that every frame up to `seq` is applied, with the handle changes since the last commit (undefined = closed). */

@@ -109,3 +109,29 @@ test('a hostile frame is refused and nothing of it is applied', async () => {
 test('the cursor file may not be placed inside the replica', () => {
   assert.throws(() => new Mirror({ replica: path.join(dir, 'r'), state: path.join(dir, 'r', 'state.db') }), /must not lie inside/);
 });
+
+test('a replica that joins a stream late skips writes through files opened before it joined, also after a restart', async () => {
+  const replica = path.join(dir, 'r');
+  const logs: string[] = [];
+  const s = new StreamBuilder('live')
+    .add({ type: FrameType.CREATE, path: 'early', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T })
+    .add({ type: FrameType.OPEN, handle: 1, path: 'early' })
+    .add({ type: FrameType.WRITE, handle: 1, offset: 0 }, Buffer.from('before'))
+    .add({ type: FrameType.WRITE, handle: 1, offset: 6 }, Buffer.from('after'))
+    .add({ type: FrameType.CREATE, path: 'late', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T })
+    .add({ type: FrameType.OPEN, handle: 2, path: 'late' })
+    .add({ type: FrameType.WRITE, handle: 2, offset: 0 }, Buffer.from('seen'))
+    .add({ type: FrameType.RELEASE, handle: 2, times: T })
+    .add({ type: FrameType.WRITE, handle: 1, offset: 11 }, Buffer.from('!'))
+    .end();
+  const joined = [s.list[0]!, ...s.list.slice(4)];
+  await assert.rejects(new Mirror({ replica, log: (m) => logs.push(m) }).run(chunks(Buffer.concat(joined.slice(0, 6)))), /cut off/);
+  const result = await new Mirror({ replica, log: (m) => logs.push(m) }).run(chunks(Buffer.concat(joined)));
+  assert.equal(result.seq, 10n);
+  assert.equal(fs.readFileSync(path.join(replica, 'late'), 'utf8'), 'seen');
+  assert.equal(fs.existsSync(path.join(replica, 'early')), false);
+  assert.ok(logs.some((l) => /joining stream live at frame #4/.test(l)));
+  assert.equal(logs.filter((l) => /handle 1 was opened before this replica joined/.test(l)).length, 2, 'once per run');
+  const fresh = path.join(dir, 'fresh');
+  await assert.rejects(new Mirror({ replica: fresh }).run(chunks(Buffer.concat([s.list[0]!, s.list[1]!, s.list[3]!]))), /SEQUENCE_GAP|expected frame #2/);
+});

@@ -61,6 +61,7 @@ export class Mirror {
     this.seq = this.committed = cursor.seq;
     this.replayer = new Replayer(fs.realpathSync(replica), this.log);
     this.replayer.restoreHandles(cursor.handles);
+    if (cursor.joinedAt !== null) this.replayer.tolerateUnknownHandles();
   }
 
   /** Applies a whole stream. Resolves at its end frame; rejects with a TfsError naming the frame. */
@@ -100,6 +101,8 @@ export class Mirror {
         throw new TfsError(ErrorCode.SEQUENCE_GAP, `expected frame #${this.seq + 1n} next, got #${op.seq}: frames are missing`, { seq: op.seq });
       }
       this.log(`joining stream ${this.streamId} at frame #${op.seq}: earlier changes must come from a bootstrap copy`);
+      this.cursor.markJoinedAt(op.seq);
+      this.replayer.tolerateUnknownHandles();
     }
     // A frame that changes names is committed alone: what came before it is committed first, so
     // that a kill can only make this one frame repeat (each is idempotent), never a run of earlier

@@ -44,6 +44,9 @@ export class Replayer {
   private readonly safeDirs = new Set<string>();
   private readonly canChown = process.geteuid?.() === 0;
   private warnedChown = false;
+  /** Set when the replica joined the stream late: handles opened before that are unknown, not wrong. */
+  private joinedLate = false;
+  private readonly skippedHandles = new Set<number>();
 
   constructor(
     private readonly root: string,
@@ -53,6 +56,14 @@ export class Replayer {
   /** Restores the handle table of a resumed cursor (files are reopened on their next write). */
   restoreHandles(handles: Map<number, string | null>): void {
     for (const [id, p] of handles) this.handles.set(id, { path: p, fd: undefined });
+  }
+
+  /**
+   * The replica joined the stream after its start: writes through files opened before it joined
+   * are skipped (with a warning each) instead of refused; the bootstrap copy must bring them.
+   */
+  tolerateUnknownHandles(): void {
+    this.joinedLate = true;
   }
 
   /** Handle table changes to commit with the cursor; clears them. */
@@ -310,6 +321,11 @@ export class Replayer {
 
   private fdOf(handle: number, seq: bigint): number | undefined {
     const h = this.handles.get(handle);
+    if (!h && this.joinedLate) {
+      if (!this.skippedHandles.has(handle)) this.log(`frame #${seq}: handle ${handle} was opened before this replica joined; its changes are skipped`);
+      this.skippedHandles.add(handle);
+      return undefined;
+    }
     if (!h) throw new TfsError(ErrorCode.UNKNOWN_HANDLE, `handle ${handle} was never opened in this stream`, { seq });
     if (h.fd === undefined && h.path !== null) h.fd = fs.openSync(this.entry(h.path, seq), O_WRONLY | O_NOFOLLOW);
     return h.fd;
