@@ -67,6 +67,15 @@ test('opens and reads make no frames; the first write makes OPEN, then WRITE; re
   j.close();
 });
 
+test('fsync of a directory syncs the store directory and makes no frame', () => {
+  fs.mkdirSync(path.join(store, 'd'));
+  const j = journal();
+  assert.equal(call(j.ops.fsyncdir, '/d', 0, 0)[0], 0);
+  assert.equal(call(j.ops.fsyncdir, '/missing', 1, 0)[0], -2);
+  assert.deepEqual(j.frames(), []);
+  j.close();
+});
+
 test('O_APPEND writes carry the offset where the bytes landed, whatever offset the kernel gave', () => {
   fs.writeFileSync(path.join(store, 'log'), 'abc');
   const j = journal();

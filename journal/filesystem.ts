@@ -239,6 +239,19 @@ export class JournalFs {
         );
       },
       flush: (_p, _fd, cb) => cb(0),
+      // fsync of a directory (after creating or renaming in it) makes the store's directory durable;
+      // without this handler the kernel would answer success without syncing anything.
+      fsyncdir: (p, datasync, _fd, cb) =>
+        this.run(cb, 'fsyncdir', () => {
+          const fd = fs.openSync(this.real(p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+          try {
+            if (datasync) fs.fdatasyncSync(fd);
+            else fs.fsyncSync(fd);
+          } finally {
+            fs.closeSync(fd);
+          }
+          return 0;
+        }),
       fsync: (_p, datasync, fd, cb) => {
         const file = this.open.get(fd);
         this.run(
