@@ -15,6 +15,12 @@ export const BIN = {
 
 const started = new Map<TestContext, ChildProcess[]>();
 
+// If this test process ends abnormally (a timeout, an uncaught error), its children go with it: a
+// journal whose reader died would otherwise keep serving its mount forever, by design.
+process.on('exit', () => {
+  for (const children of started.values()) for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
 /**
  * A temporary directory for one test. When the test ends, however it ends, the processes the test
  * started are killed (by pid), every mount below the directory is removed, then the directory.
