@@ -33,6 +33,21 @@ test('tfs-journal clears a stale mount left by a crashed daemon', { timeout: 30_
   assert.equal(await exitOf(journal), 0);
 });
 
+test('a second journal on a live mountpoint is refused, and the first keeps working', { timeout: 30_000 }, async (t) => {
+  const base = tempDir(t, 'busy');
+  const [store, mnt, other] = dirs(base, 'store', 'mnt', 'other');
+  const devnull = fs.openSync('/dev/null', 'w');
+  const first = await startJournal(t, store!, mnt!, devnull);
+  const second = spawnSync(process.execPath, [BIN.journal, other!, mnt!], { stdio: ['ignore', devnull, 'pipe'], encoding: 'utf8' });
+  fs.closeSync(devnull);
+  assert.equal(second.status, 1);
+  assert.match(second.stderr, /already a mountpoint in use; unmount it first \[TFS_MOUNT_FAILED\]/);
+  fs.writeFileSync(path.join(mnt!, 'still'), 'works');
+  assert.equal(fs.readFileSync(path.join(store!, 'still'), 'utf8'), 'works');
+  unmount(mnt!);
+  assert.equal(await exitOf(first), 0);
+});
+
 test('SIGTERM unmounts, writes the end frame, exits 0; tfs-inspect shows every frame', { timeout: 30_000 }, async (t) => {
   const base = tempDir(t, 'term');
   const [store, mnt] = dirs(base, 'store', 'mnt');
