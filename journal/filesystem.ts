@@ -299,6 +299,7 @@ export class JournalFs {
           },
         );
       },
+      // fuse-native's Fuse.UTIME_NOW / UTIME_OMIT (-1n, -2n) are lutimensNs's own sentinels: passed as is.
       utimens: (p, atime, mtime, cb) =>
         this.run(
           cb,

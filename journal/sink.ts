@@ -21,11 +21,7 @@ export class FrameSink {
     private readonly log: (message: string) => void,
   ) {}
 
-  /** Sequence number of the next frame. */
-  get nextSeq(): bigint {
-    return this.encoder.seq;
-  }
-
+  /** Whether the reader went away (every later frame is dropped). */
   get broken(): boolean {
     return this.brokenBy !== undefined;
   }

@@ -51,5 +51,3 @@ export function frameToJson(frame: Frame): Record<string, unknown> {
   }
   return out;
 }
-
-export { FrameType };

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { FrameDecoder } from '../shared/decoder';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
-import { decodeOp, StreamHeader } from '../shared/ops';
+import { decodeOp, Op, StreamHeader } from '../shared/ops';
 import { CursorStore } from './cursor';
 import { Replayer, needsCommit } from './replay';
 
@@ -88,7 +88,7 @@ export class Mirror {
     return { streamId: this.streamId, applied: this.applied, skipped: this.skipped, seq: this.seq };
   }
 
-  private accept(op: ReturnType<typeof decodeOp>): void {
+  private accept(op: Op): void {
     if (op.type === FrameType.STREAM_HEADER) return this.begin(op);
     if (this.header === null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the stream does not begin with a stream header', { seq: op.seq });
     if (op.seq <= this.seq) {

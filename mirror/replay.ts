@@ -40,7 +40,10 @@ export class Replayer {
   private readonly handles = new Map<number, Handle>();
   /** Handle changes since the last `takeHandleChanges` (undefined = closed). */
   private readonly handleChanges = new Map<number, string | null | undefined>();
-  /** Directories known to be real directories (not symlinks) inside the replica. */
+  /**
+   * Directories known to be real directories (not symlinks) inside the replica. Only RENAME and
+   * RMDIR can turn such a name into something else (new entries never replace a directory).
+   */
   private readonly safeDirs = new Set<string>();
   private readonly canChown = process.geteuid?.() === 0;
   private warnedChown = false;
@@ -138,7 +141,6 @@ export class Replayer {
         }
         this.lchown(p, op.uid, op.gid);
         posix.lutimensNs(p, op.times[0], op.times[1]);
-        this.safeDirs.clear();
         return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
       }
       case FrameType.LINK: {

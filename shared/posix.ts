@@ -21,9 +21,6 @@ export const posix: Posix = require(path.join(__dirname, '..', '..', 'shared', '
 /** fallocate(2) mode bits. */
 export const Falloc = { KEEP_SIZE: 0x01, PUNCH_HOLE: 0x02, ZERO_RANGE: 0x10 } as const;
 
-export const UTIME_NOW = -1n;
-export const UTIME_OMIT = -2n;
-
 /** Splits llistxattr's NUL-terminated list. */
 export function xattrNames(list: Buffer): string[] {
   return list.toString('utf8').split('\0').filter((n) => n.length > 0);
