@@ -1,4 +1,4 @@
-import { Frame, FrameType, frameTypeName } from '../shared/frame';
+import { Frame, frameTypeName } from '../shared/frame';
 import { decodeOp, Op } from '../shared/ops';
 
 const FILE_TYPES: Record<number, string> = { 0o010000: 'fifo', 0o020000: 'chr', 0o040000: 'dir', 0o060000: 'blk', 0o100000: 'file', 0o120000: 'link', 0o140000: 'sock' };
