@@ -82,14 +82,21 @@ export class JournalFs {
       cb(errnoOf(err, what, this.log));
       return;
     }
-    if (journal && result >= 0) {
-      try {
-        journal();
-      } catch (err) {
-        this.log(`JOURNAL INCOMPLETE: ${what} happened on the store but its frame could not be written: ${String(err)}`);
-      }
-    }
+    if (journal && result >= 0) this.journal(what, journal);
     cb(result);
+  }
+
+  /**
+   * Builds and emits the frames of an operation that happened. Once the reader is gone, nothing is
+   * built (no stat calls for times): the loss is only counted.
+   */
+  private journal(what: string, build: () => void): void {
+    if (this.sink.broken) return this.sink.skip();
+    try {
+      build();
+    } catch (err) {
+      this.log(`JOURNAL INCOMPLETE: ${what} happened on the store but its frame could not be written: ${String(err)}`);
+    }
   }
 
   /** Answers a query (no journaling) with its value, or with the errno it failed with. */
@@ -189,7 +196,7 @@ export class JournalFs {
           const fd = fs.openSync(this.real(p), (flags & ~fs.constants.O_CREAT) | O_NOFOLLOW);
           this.track(fd, flags);
           if (flags & fs.constants.O_TRUNC && (flags & O_ACCMODE) !== fs.constants.O_RDONLY) {
-            this.journalTruncate(p, 0);
+            this.journal('open', () => this.journalTruncate(p, 0));
           }
           cb(0, fd);
         } catch (err) {
@@ -210,10 +217,10 @@ export class JournalFs {
           this.track(fd, flags);
           try {
             this.chownNew(p, caller);
-            this.entryCreated(FrameType.CREATE, p, {});
           } catch (err) {
-            this.log(`JOURNAL INCOMPLETE: create of ${p}: ${String(err)}`);
+            this.log(`journal: create of ${p}: could not give it to uid ${caller.uid}: ${String(err)}`);
           }
+          this.journal('create', () => this.entryCreated(FrameType.CREATE, p, {}));
           cb(0, fd);
         } catch (err) {
           cb(errnoOf(err, 'create', this.log));
@@ -266,11 +273,7 @@ export class JournalFs {
       release: (_p, fd, cb) => {
         const file = this.open.get(fd);
         this.open.delete(fd);
-        try {
-          if (file?.announced) this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd) });
-        } catch (err) {
-          this.log(`JOURNAL INCOMPLETE: release: ${String(err)}`);
-        }
+        if (file?.announced) this.journal('release', () => this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd) }));
         this.run(cb, 'release', () => (fs.closeSync(fd), 0));
       },
       truncate: (p, size, cb) =>

@@ -33,6 +33,6 @@ runMain('tfs-journal', async () => {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => journal.stop());
   // A reader that went away must not kill the journal: SIGPIPE is ignored by Node, EPIPE handled by the sink.
   const dropped = await journal.done;
-  log(dropped > 0 ? `unmounted; ${dropped} frames were lost` : 'unmounted; stream complete');
+  log(dropped > 0 ? `unmounted; ${dropped} changes were not journaled` : 'unmounted; stream complete');
   process.exit(0);
 });

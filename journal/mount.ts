@@ -86,7 +86,7 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
   ops.destroy = () => {
     filesystem.closeAll();
     sink.emit({ type: FrameType.END, reason: 'unmounted' });
-    if (sink.dropped > 0) log(`journal: ${sink.dropped} frames were not delivered: the stream is incomplete`);
+    if (sink.dropped > 0) log(`journal: ${sink.dropped} changes were not journaled: the stream is incomplete`);
     finish(sink.dropped);
   };
   fuse = new Fuse(mountpoint, ops, {

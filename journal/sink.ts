@@ -13,7 +13,7 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
 export class FrameSink {
   private readonly encoder = new FrameEncoder(0n);
   private brokenBy: string | undefined;
-  /** Frames that could not be delivered since the reader went away. */
+  /** Frames that could not be delivered, or were not even built, since the reader went away. */
   dropped = 0;
 
   constructor(
@@ -24,6 +24,11 @@ export class FrameSink {
   /** Whether the reader went away (every later frame is dropped). */
   get broken(): boolean {
     return this.brokenBy !== undefined;
+  }
+
+  /** Counts a frame that the caller did not build because the reader is gone. */
+  skip(): void {
+    this.dropped++;
   }
 
   /** Emits one op; `data` (write contents, xattr value) is written from where it lies, never copied. */

@@ -55,5 +55,5 @@ test('a journal whose reader dies keeps serving: every operation succeeds, the l
   await waitFor(() => /JOURNAL READER GONE \(EPIPE\)/.test(journal.stderr()), 5000, 'the loss to be reported');
   unmount(mnt!);
   assert.equal(await exitOf(journal), 0);
-  assert.match(journal.stderr(), /frames were lost/);
+  assert.match(journal.stderr(), /\d+ changes were not journaled/);
 });
