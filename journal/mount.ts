@@ -31,14 +31,19 @@ export interface RunningJournal {
 /** The largest write request libfuse 2.9 negotiates with big_writes. */
 export const MAX_WRITE = 128 * 1024;
 
+/** Every mountpoint of this process's mount namespace (the kernel octal-escapes spaces and the like). */
+export function mountPoints(): string[] {
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter((line) => line.length > 0)
+    .map((line) => (line.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8))));
+}
+
 /** Clears a mount left at `mountpoint` by a crashed run (ENOTCONN), and refuses a live one. */
 export function clearStaleMount(mountpoint: string, log: (m: string) => void): void {
   const target = path.resolve(mountpoint);
-  const mounted = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === target);
-  if (!mounted) return;
+  if (!mountPoints().includes(target)) return;
   try {
     fs.statSync(target);
   } catch (err) {
@@ -51,10 +56,6 @@ export function clearStaleMount(mountpoint: string, log: (m: string) => void): v
     throw err;
   }
   throw new TfsError(ErrorCode.MOUNT_FAILED, `${target} is already a mountpoint in use; unmount it first`);
-}
-
-function unescapeMountPath(p: string): string {
-  return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
 /** Mounts the journal and starts streaming. Resolves once the mount is up. */

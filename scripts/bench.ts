@@ -7,6 +7,7 @@ import path from 'node:path';
 import { FrameEncoder } from '../shared/encoder';
 import { FrameDecoder } from '../shared/decoder';
 import { FrameType } from '../shared/frame';
+import { mountPoints } from '../journal/mount';
 
 const root = path.join(__dirname, '..');
 const bin = (p: string) => path.join(root, p);
@@ -28,13 +29,9 @@ function smallFiles(dir: string): number {
   return seconds(() => execFileSync('bash', ['-c', `mkdir -p '${dir}/small' && cd '${dir}/small' && for i in $(seq 1 ${files}); do echo "file $i" > f$i; done`]));
 }
 
-function mounted(mnt: string): boolean {
-  return fs.readFileSync('/proc/self/mounts', 'utf8').includes(` ${mnt} `);
-}
-
 async function waitMounted(mnt: string): Promise<void> {
-  for (let i = 0; i < 200 && !mounted(mnt); i++) await new Promise((r) => setTimeout(r, 25));
-  if (!mounted(mnt)) throw new Error(`${mnt} did not mount`);
+  for (let i = 0; i < 200 && !mountPoints().includes(mnt); i++) await new Promise((r) => setTimeout(r, 25));
+  if (!mountPoints().includes(mnt)) throw new Error(`${mnt} did not mount`);
 }
 
 function peakRss(pid: number | undefined): number {

@@ -18,7 +18,8 @@ test('tfs-journal refuses to write frames to a terminal', { timeout: 30_000 }, (
 
 test('tfs-journal clears a stale mount left by a crashed daemon', { timeout: 30_000 }, async (t) => {
   const base = tempDir(t, 'stale');
-  const [store, mnt] = dirs(base, 'store', 'mnt');
+  // A space in the name: the kernel lists it octal-escaped (\040) in /proc/self/mounts.
+  const [store, mnt] = dirs(base, 'store', 'mount point');
   const bindfs = start(t, 'bindfs', ['-f', store!, mnt!]);
   await waitFor(() => isMounted(mnt!), 5000, 'bindfs');
   bindfs.child.kill('SIGKILL');

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import type { Stream } from 'node:stream';
+import { mountPoints } from '../journal/mount';
 
 /** The built commands (tests drive the real processes). */
 export const BIN = {
@@ -37,11 +38,7 @@ export function tempDir(t: TestContext, name: string): string {
 }
 
 function mountsBelow(dir: string): string[] {
-  return fs
-    .readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
-    .filter((m) => m.startsWith(dir + '/'));
+  return mountPoints().filter((m) => m.startsWith(dir + '/'));
 }
 
 /** Makes directories with one mode so that their roots compare equal. */
@@ -92,8 +89,7 @@ export async function startPipeline(t: TestContext, store: string, mnt: string, 
 }
 
 export function isMounted(mnt: string): boolean {
-  const target = path.resolve(mnt);
-  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === target);
+  return mountPoints().includes(path.resolve(mnt));
 }
 
 /** Lazily unmounts (fusermount -uz), ignoring a mount that is already gone. */
