@@ -33,31 +33,27 @@ function runAs(user: User, root: string, actions: [string, string][]): Record<st
   return JSON.parse(out) as Record<string, string>;
 }
 
-/** The same starting tree, made as root. */
+/** The same starting tree, made as root: [name, content (a file) or null (a directory), mode, uid, gid]. */
+const FIXTURE: [string, string | null, number, number, number][] = [
+  ['private', 'secret', 0o600, 0, 0],
+  ['shared', null, 0o777, 0, 0],
+  ['sticky', null, 0o1777, 0, 0],
+  ['sticky/a-file', 'a', 0o666, A.uid, A.gid],
+  ['setgid', null, 0o2777, 0, 2000],
+  ['ro', 'read only', 0o444, A.uid, A.gid],
+  ['closed', null, 0o555, 0, 0],
+  ['suid', 'x', 0o4777, A.uid, A.gid],
+  ['open-to-all', 'x', 0o666, 0, 0],
+];
+
 function fixture(root: string): void {
-  const p = (x: string) => path.join(root, x);
-  fs.writeFileSync(p('private'), 'secret');
-  fs.chmodSync(p('private'), 0o600);
-  fs.mkdirSync(p('shared'));
-  fs.chmodSync(p('shared'), 0o777);
-  fs.mkdirSync(p('sticky'));
-  fs.chmodSync(p('sticky'), 0o1777);
-  fs.writeFileSync(p('sticky/a-file'), 'a');
-  fs.chownSync(p('sticky/a-file'), A.uid, A.gid);
-  fs.chmodSync(p('sticky/a-file'), 0o666);
-  fs.mkdirSync(p('setgid'));
-  fs.chownSync(p('setgid'), 0, 2000);
-  fs.chmodSync(p('setgid'), 0o2777);
-  fs.writeFileSync(p('ro'), 'read only');
-  fs.chownSync(p('ro'), A.uid, A.gid);
-  fs.chmodSync(p('ro'), 0o444);
-  fs.mkdirSync(p('closed'));
-  fs.chmodSync(p('closed'), 0o555);
-  fs.writeFileSync(p('suid'), 'x');
-  fs.chownSync(p('suid'), A.uid, A.gid);
-  fs.chmodSync(p('suid'), 0o4777);
-  fs.writeFileSync(p('open-to-all'), 'x');
-  fs.chmodSync(p('open-to-all'), 0o666);
+  for (const [name, content, mode, uid, gid] of FIXTURE) {
+    const p = path.join(root, name);
+    if (content === null) fs.mkdirSync(p);
+    else fs.writeFileSync(p, content);
+    fs.chownSync(p, uid, gid);
+    fs.chmodSync(p, mode); // after chown, which clears setuid/setgid
+  }
 }
 
 const asA: [string, string][] = [
