@@ -48,8 +48,8 @@ async function exit(p: ChildProcess): Promise<void> {
   await new Promise((r) => p.on('exit', r));
 }
 
-/** Runs `work(mnt)` on `tfs-journal store mnt | tfs-mirror replica`; returns the writer's time and the time until the replica has everything. */
-async function throughTfs(base: string, work: (mnt: string) => number) {
+/** Runs `work(mnt, replica)` on `tfs-journal store mnt | tfs-mirror replica`; returns its result and the time until the replica has everything. */
+async function throughTfs<T>(base: string, work: (mnt: string, replica: string) => T | Promise<T>) {
   const [store, mnt, replica] = ['store', 'mnt', 'replica'].map((d) => path.join(base, d));
   for (const d of [store!, mnt!, replica!]) fs.mkdirSync(d, { recursive: true });
   const mirror = spawn(process.execPath, [bin('mirror/main.js'), '--quiet', replica!], { stdio: ['pipe', 'ignore', 'inherit'] });
@@ -57,7 +57,7 @@ async function throughTfs(base: string, work: (mnt: string) => number) {
   mirror.stdin!.destroy();
   await waitMounted(mnt!);
   const started = process.hrtime.bigint();
-  const writer = work(mnt!);
+  const writer = await work(mnt!, replica!);
   const rss = { journal: peakRss(journal.pid), mirror: peakRss(mirror.pid) };
   execFileSync('fusermount', ['-u', mnt!]);
   await exit(journal);
@@ -79,6 +79,31 @@ async function throughBindfs(base: string, work: (mnt: string) => number): Promi
     await exit(bindfs);
   }
 }
+
+/**
+ * Change-to-replica latency: a small file is written (create, write, close) in `dir`, and the time
+ * until `replicaDir` holds its content is taken; for a plain directory, `replicaDir` is `dir` itself.
+ */
+async function latencies(dir: string, replicaDir: string, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const body = `change ${i}`;
+    const started = process.hrtime.bigint();
+    fs.writeFileSync(path.join(dir, `l${i}`), body);
+    for (;;) {
+      try {
+        if (fs.readFileSync(path.join(replicaDir, `l${i}`), 'utf8') === body) break;
+      } catch {
+        // not there yet
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+    out.push(Number(process.hrtime.bigint() - started) / 1e6);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 
 function codec(): { encodeMBs: number; decodeMBs: number } {
   const data = Buffer.alloc(128 * 1024, 7);
@@ -126,6 +151,14 @@ async function main() {
     console.log(`plain directory             ${sp.toFixed(2)} s  ${(files / sp).toFixed(0)} files/s  1.00`);
     console.log(`bindfs (C)                  ${sb.toFixed(2)} s  ${(files / sb).toFixed(0)} files/s  ${(sb / sp).toFixed(2)}x plain`);
     console.log(`tfs-journal | tfs-mirror    writer ${st.writer.toFixed(2)} s  ${(files / st.writer).toFixed(0)} files/s  ${(st.writer / sp).toFixed(2)}x plain, ${(st.writer / sb).toFixed(2)}x bindfs`);
+
+    const n = Number(process.env['TFS_BENCH_LATENCY_N'] ?? 500);
+    console.log(`\n# latency: a small file written, until it can be read back (${n} files)`);
+    fs.mkdirSync(path.join(base, 'plain-lat'));
+    const lp = await latencies(path.join(base, 'plain-lat'), path.join(base, 'plain-lat'), n);
+    const lt = (await throughTfs(path.join(base, 'lat'), (m, r) => latencies(m, r, n))).writer;
+    console.log(`plain directory, read back       median ${pct(lp, 0.5).toFixed(3)} ms  p99 ${pct(lp, 0.99).toFixed(3)} ms`);
+    console.log(`mount -> journal -> mirror replica median ${pct(lt, 0.5).toFixed(3)} ms  p99 ${pct(lt, 0.99).toFixed(3)} ms  max ${lt.at(-1)!.toFixed(3)} ms`);
 
     const c = codec();
     console.log(`\n# codec, 128 KiB write frames, checksummed: encode ${c.encodeMBs.toFixed(0)} MiB/s (data by reference), decode ${c.decodeMBs.toFixed(0)} MiB/s (64 KiB chunks)`);
