@@ -62,6 +62,9 @@ export const OP_FIELDS: Readonly<Record<number, readonly Field[]>> = {
 
 const callerField = f('caller', 'c', 'caller', true);
 
+/** What decodeOp reads for each frame type: its fields and the optional caller (built once). */
+const DECODE_FIELDS = new Map<number, readonly Field[]>(Object.entries(OP_FIELDS).map(([type, fields]) => [Number(type), [...fields, callerField]]));
+
 interface Base { seq: bigint; caller?: Caller }
 export type StreamHeader = Base & { type: typeof FrameType.STREAM_HEADER; magic: string; version: number; streamId: string; startNs: bigint; firstSeq: bigint };
 export type End = Base & { type: typeof FrameType.END; reason: string };
@@ -114,7 +117,7 @@ export function opMeta(op: OpInput): Record<string, unknown> {
 
 /** Decodes and validates a frame's metadata against the op table. Throws TfsError naming the frame. */
 export function decodeOp(frame: Frame): Op {
-  const fields = OP_FIELDS[frame.type];
+  const fields = DECODE_FIELDS.get(frame.type);
   if (!fields) throw new TfsError(ErrorCode.CORRUPT_FRAME, `unknown frame type 0x${frame.type.toString(16)}`, { seq: frame.seq });
   const name = frameTypeName(frame.type)!;
   let meta: unknown;
@@ -128,7 +131,7 @@ export function decodeOp(frame: Frame): Op {
   }
   const wire = meta as Record<string, unknown>;
   const op: Record<string, unknown> = { type: frame.type, seq: frame.seq };
-  for (const field of [...fields, callerField]) {
+  for (const field of fields) {
     const v = wire[field.wire];
     if (v === undefined || v === null) {
       if (field.optional) continue;
