@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type Fuse from 'fuse-native';
 import { FrameDecoder } from '../shared/decoder';
-import { FrameType, frameTypeName } from '../shared/frame';
+import { FrameType, MAGIC, PROTOCOL_VERSION, frameTypeName } from '../shared/frame';
 import { decodeOp, Op } from '../shared/ops';
 import { FrameSink } from './sink';
 import { JournalFs } from './filesystem';
@@ -26,13 +26,25 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const caller = () => ({ pid: 4242, uid: 0, gid: 0 });
 
+const HEADER = { type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId: 'test', startNs: 0n, firstSeq: 1n } as const;
+
+/** A started sink on `fd`. */
+function startedSink(fd: number): FrameSink {
+  const sink = new FrameSink(fd, (m) => logs.push(m));
+  sink.start(HEADER);
+  return sink;
+}
+
 function journal(): { ops: Required<Fuse.Operations>; frames: () => Op[]; close: () => void } {
   const fd = fs.openSync(out, 'w');
-  const fsys = new JournalFs(store, new FrameSink(fd, (m) => logs.push(m)), (m) => logs.push(m), caller);
+  const fsys = new JournalFs(store, startedSink(fd), (m) => logs.push(m), caller);
   return {
     ops: fsys.operations() as Required<Fuse.Operations>,
-    frames: () => [...new FrameDecoder().push(fs.readFileSync(out))].map(decodeOp),
-    close: () => fs.closeSync(fd),
+    frames: () => [...new FrameDecoder().push(fs.readFileSync(out))].map(decodeOp).filter((o) => o.type !== FrameType.STREAM_HEADER),
+    close: () => {
+      fsys.close();
+      fs.closeSync(fd);
+    },
   };
 }
 
@@ -101,7 +113,7 @@ test('a failing store call answers with its errno and makes no frame', () => {
 
 test('if journaling throws, the operation that happened still succeeds and the loss is logged', () => {
   const fd = fs.openSync(out, 'w');
-  const sink = new FrameSink(fd, (m) => logs.push(m));
+  const sink = startedSink(fd);
   sink.emit = () => {
     throw new Error('disk on fire');
   };
@@ -112,18 +124,43 @@ test('if journaling throws, the operation that happened still succeeds and the l
   fs.closeSync(fd);
 });
 
-test('a reader that goes away (EPIPE) makes the sink report once and drop frames; operations go on', () => {
+test('nothing is written before the sink starts; what was emitted before follows the header', () => {
+  const fd = fs.openSync(out, 'w');
+  const sink = new FrameSink(fd, (m) => logs.push(m));
+  sink.emit({ type: FrameType.UNLINK, path: 'early', parentTimes: [1n, 2n] });
+  assert.equal(fs.statSync(out).size, 0);
+  sink.start(HEADER);
+  const frames = [...new FrameDecoder().push(fs.readFileSync(out))].map(decodeOp);
+  assert.deepEqual(frames.map((f) => [frameTypeName(f.type), f.seq]), [['STREAM_HEADER', 0n], ['UNLINK', 1n]]);
+  fs.closeSync(fd);
+});
+
+test('a reader that goes away (EPIPE): reported once, operations go on, and the loss names the first frame it never took', () => {
   const fifo = path.join(dir, 'fifo');
   execFileSync('mkfifo', [fifo]);
   const r = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   const w = fs.openSync(fifo, fs.constants.O_WRONLY);
+  const sink = startedSink(w);
+  const fsys = new JournalFs(store, sink, (m) => logs.push(m), caller);
+  const ops = fsys.operations() as Required<Fuse.Operations>;
+  for (let i = 0; i < 5; i++) assert.equal(call(ops.mkdir, `/d${i}`, 0o700)[0], 0);
+  // The reader takes the header and the first two frames (#1, #2), then dies with #3..#5 unread in the pipe.
+  for (let i = 0; i < 3; i++) {
+    const head = Buffer.alloc(16);
+    assert.equal(fs.readSync(r, head), 16);
+    const rest = Buffer.alloc(head.readUInt32LE(0) - 16);
+    assert.equal(fs.readSync(r, rest), rest.length);
+  }
   fs.closeSync(r);
-  const sink = new FrameSink(w, (m) => logs.push(m));
-  const ops = new JournalFs(store, sink, (m) => logs.push(m), caller).operations() as Required<Fuse.Operations>;
-  for (let i = 0; i < 3; i++) assert.equal(call(ops.mkdir, `/d${i}`, 0o700)[0], 0);
+  assert.equal(sink.loss(), null, 'no loss is known while no write failed');
+  for (let i = 5; i < 8; i++) assert.equal(call(ops.mkdir, `/d${i}`, 0o700)[0], 0);
   assert.equal(logs.filter((l) => /JOURNAL READER GONE \(EPIPE\)/.test(l)).length, 1);
-  assert.equal(sink.dropped, 3);
-  assert.equal(fs.readdirSync(store).length, 3);
+  assert.equal(fs.readdirSync(store).length, 8);
+  const loss = sink.loss();
+  assert.ok(loss);
+  assert.equal(loss.firstSeq, 3n, logs.join('\n'));
+  assert.equal(loss.count, 6, 'frames #3 to #8 never reached a reader');
+  fsys.close();
   fs.closeSync(w);
 });
 

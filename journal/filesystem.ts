@@ -3,7 +3,8 @@ import type Fuse from 'fuse-native';
 import { FrameType } from '../shared/frame';
 import { Caller, OpInput, Times } from '../shared/ops';
 import { fromFusePath, parentOf } from '../shared/paths';
-import { posix, xattrNames } from '../shared/posix';
+import { posix } from '../shared/posix';
+import { S_IFREG, Tree, fileType, fstat } from '../shared/tree';
 import { FrameSink } from './sink';
 
 type Cb = (code: number) => void;
@@ -22,7 +23,6 @@ interface OpenFile {
 }
 
 const EIO = -5;
-const EOPNOTSUPP = -95;
 const { O_NOFOLLOW } = fs.constants;
 const S_ISGID = 0o2000;
 const O_ACCMODE = 3;
@@ -30,9 +30,11 @@ const NO_ID = 0xffffffff;
 
 /**
  * The passthrough filesystem: every FUSE operation is applied to the store with a synchronous
- * system call, and every mutation is journaled to the sink before the handler returns. The kernel
- * has resolved symlinks before it calls us, so no store call follows a final symlink (O_NOFOLLOW,
- * l* calls): a symlink that appeared behind the kernel's back can never lead outside the store.
+ * system call, and every mutation is journaled to the sink before the handler returns. Store calls
+ * go through a descriptor of the store (shared/tree.ts) with the path FUSE gave, so a path of
+ * PATH_MAX-1 bytes in the mount is one in the store too. The kernel has resolved symlinks before
+ * it calls us, so no store call follows a final symlink (O_NOFOLLOW, *at calls without follow):
+ * a symlink that appeared behind the kernel's back can never lead outside the store.
  *
  * Order: libfuse runs up to ten worker threads, but fuse-native hands each request to the one
  * JavaScript thread, where handlers run one at a time. A handler performs its store call and
@@ -44,30 +46,29 @@ export class JournalFs {
   private readonly open = new Map<number, OpenFile>();
   private nextHandle = 1;
   private readonly asRoot = process.geteuid?.() === 0;
+  private readonly tree: Tree;
 
   constructor(
     private readonly store: string,
     private readonly sink: FrameSink,
     private readonly log: (message: string) => void,
     private readonly callerOf: () => Caller,
-  ) {}
-
-  private real(p: string): string {
-    return p === '/' ? this.store : this.store + p;
+  ) {
+    this.tree = new Tree(store, false);
   }
 
-  private times(p: string): Times {
-    const st = fs.lstatSync(this.real(p), { bigint: true });
+  private times(rel: string): Times {
+    const st = this.tree.lstat(rel);
     return [st.atimeNs, st.mtimeNs];
   }
 
   private fdTimes(fd: number): Times {
-    const st = fs.fstatSync(fd, { bigint: true });
+    const st = fstat(fd);
     return [st.atimeNs, st.mtimeNs];
   }
 
   private parentTimes(p: string): Times {
-    return this.times('/' + parentOf(fromFusePath(p)));
+    return this.times(parentOf(fromFusePath(p)));
   }
 
   /**
@@ -119,16 +120,17 @@ export class JournalFs {
   /** Owner of a new entry: the caller, with the group of a setgid parent directory. */
   private chownNew(p: string, caller: Caller): void {
     if (!this.asRoot) return;
-    const parent = fs.lstatSync(this.real('/' + parentOf(fromFusePath(p))));
+    const rel = fromFusePath(p);
+    const parent = this.tree.lstat(parentOf(rel));
     const gid = parent.mode & S_ISGID ? parent.gid : caller.gid;
-    fs.lchownSync(this.real(p), caller.uid, gid);
+    this.tree.lchown(rel, caller.uid, gid);
   }
 
   private announce(file: OpenFile, p: string | null): boolean {
     if (file.announced) return true;
     if (p === null) {
       // Cannot happen while every unlink goes through announceBeforeNameGoes; kept as a guard.
-      this.log(`journal: a write through handle ${file.id} to a file with no name was not journaled`);
+      this.log(`a write through handle ${file.id} to a file with no name was not journaled`);
       return false;
     }
     this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p) });
@@ -142,20 +144,16 @@ export class JournalFs {
    * the open handle or another hard link, and later writes must be able to reach it.
    */
   private announceBeforeNameGoes(p: string): void {
-    let st: fs.BigIntStats;
-    try {
-      st = fs.lstatSync(this.real(p), { bigint: true });
-    } catch {
-      return;
-    }
-    if (!st.isFile()) return;
+    const st = this.tree.lstatOrNull(fromFusePath(p));
+    if (st === null || fileType(st.mode) !== S_IFREG) return;
     for (const file of this.open.values()) if (!file.announced && file.ino === st.ino && file.dev === st.dev) this.announce(file, p);
   }
 
   private entryCreated(type: typeof FrameType.CREATE | typeof FrameType.MKDIR | typeof FrameType.MKNOD | typeof FrameType.SYMLINK, p: string, extra: { rdev?: number; target?: string }): void {
-    const st = fs.lstatSync(this.real(p), { bigint: true });
+    const rel = fromFusePath(p);
+    const st = this.tree.lstat(rel);
     const common = {
-      path: fromFusePath(p),
+      path: rel,
       uid: Number(st.uid),
       gid: Number(st.gid),
       times: [st.atimeNs, st.mtimeNs] as Times,
@@ -178,22 +176,22 @@ export class JournalFs {
   operations(): Fuse.Operations {
     const operations: Fuse.Operations = {
       init: (cb) => cb(0),
-      access: (p, mode, cb) => this.run(cb, 'access', () => (fs.accessSync(this.real(p), mode), 0)),
+      access: (p, mode, cb) => this.run(cb, 'access', () => (this.tree.access(fromFusePath(p), mode), 0)),
       statfs: (_p, cb) =>
         this.answer(cb, 'statfs', () => {
           const s = fs.statfsSync(this.store);
           return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 };
         }),
-      getattr: (p, cb) => this.answer(cb, 'getattr', () => fs.lstatSync(this.real(p), { bigint: true })),
+      getattr: (p, cb) => this.answer(cb, 'getattr', () => this.tree.lstat(fromFusePath(p))),
       // The patched channel gives every GETATTR of an open file a handle: answer from the open file.
-      fgetattr: (p, fd, cb) => this.answer(cb, 'fgetattr', () => (this.open.has(fd) ? fs.fstatSync(fd, { bigint: true }) : fs.lstatSync(this.real(p ?? '/'), { bigint: true }))),
-      readdir: (p, cb) => this.answer(cb, 'readdir', () => fs.readdirSync(this.real(p))),
-      readlink: (p, cb) => this.answer(cb, 'readlink', () => fs.readlinkSync(this.real(p))),
-      getxattr: (p, name, _position, cb) => this.answer(cb, 'getxattr', () => posix.lgetxattr(this.real(p), name)),
-      listxattr: (p, cb) => this.answer(cb, 'listxattr', () => xattrNames(posix.llistxattr(this.real(p)))),
+      fgetattr: (p, fd, cb) => this.answer(cb, 'fgetattr', () => (this.open.has(fd) ? fstat(fd) : this.tree.lstat(fromFusePath(p ?? '/')))),
+      readdir: (p, cb) => this.answer(cb, 'readdir', () => this.tree.readdir(fromFusePath(p))),
+      readlink: (p, cb) => this.answer(cb, 'readlink', () => this.tree.readlink(fromFusePath(p))),
+      getxattr: (p, name, _position, cb) => this.answer(cb, 'getxattr', () => this.tree.getxattr(fromFusePath(p), name)),
+      listxattr: (p, cb) => this.answer(cb, 'listxattr', () => this.tree.listxattr(fromFusePath(p))),
       open: (p, flags, cb) => {
         try {
-          const fd = fs.openSync(this.real(p), (flags & ~fs.constants.O_CREAT) | O_NOFOLLOW);
+          const fd = this.tree.open(fromFusePath(p), (flags & ~fs.constants.O_CREAT) | O_NOFOLLOW);
           this.track(fd, flags);
           if (flags & fs.constants.O_TRUNC && (flags & O_ACCMODE) !== fs.constants.O_RDONLY) {
             this.journal('open', () => this.journalTruncate(p, 0));
@@ -208,7 +206,7 @@ export class JournalFs {
           const caller = this.callerOf();
           let fd: number;
           try {
-            fd = fs.openSync(this.real(p), flags | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, mode);
+            fd = this.tree.open(fromFusePath(p), flags | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, mode);
           } catch (err) {
             // Two creators raced past the kernel's lookup: for the second, without O_EXCL, it is an open.
             if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || flags & fs.constants.O_EXCL) throw err;
@@ -218,7 +216,7 @@ export class JournalFs {
           try {
             this.chownNew(p, caller);
           } catch (err) {
-            this.log(`journal: create of ${p}: could not give it to uid ${caller.uid}: ${String(err)}`);
+            this.log(`create of ${p}: could not give it to uid ${caller.uid}: ${String(err)}`);
           }
           this.journal('create', () => this.entryCreated(FrameType.CREATE, p, {}));
           cb(0, fd);
@@ -250,7 +248,7 @@ export class JournalFs {
       // without this handler the kernel would answer success without syncing anything.
       fsyncdir: (p, datasync, _fd, cb) =>
         this.run(cb, 'fsyncdir', () => {
-          const fd = fs.openSync(this.real(p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+          const fd = this.tree.open(fromFusePath(p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_NOFOLLOW);
           try {
             if (datasync) fs.fdatasyncSync(fd);
             else fs.fsyncSync(fd);
@@ -281,7 +279,7 @@ export class JournalFs {
           cb,
           'truncate',
           () => {
-            const fd = fs.openSync(this.real(p), fs.constants.O_WRONLY | O_NOFOLLOW);
+            const fd = this.tree.open(fromFusePath(p), fs.constants.O_WRONLY | O_NOFOLLOW);
             try {
               fs.ftruncateSync(fd, size);
             } finally {
@@ -307,29 +305,25 @@ export class JournalFs {
         this.run(
           cb,
           'utimens',
-          () => (posix.lutimensNs(this.real(p), atime, mtime), 0),
-          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(p) }),
+          () => (this.tree.lutimens(fromFusePath(p), atime, mtime), 0),
+          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(fromFusePath(p)) }),
         ),
       chmod: (p, mode, cb) =>
         this.run(
           cb,
           'chmod',
-          () => {
-            // chmod(2) follows symlinks and Linux has no lchmod; the kernel never sends one for a symlink.
-            if (fs.lstatSync(this.real(p)).isSymbolicLink()) return EOPNOTSUPP;
-            fs.chmodSync(this.real(p), mode);
-            return 0;
-          },
-          () => this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: fs.lstatSync(this.real(p)).mode }),
+          // Linux has no lchmod: a symlink answers EOPNOTSUPP (the kernel never sends one for a symlink).
+          () => (this.tree.chmod(fromFusePath(p), mode), 0),
+          () => this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: this.tree.lstat(fromFusePath(p)).mode }),
         ),
       chown: (p, uid, gid, cb) =>
         this.run(
           cb,
           'chown',
-          () => (fs.lchownSync(this.real(p), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid), 0),
+          () => (this.tree.lchown(fromFusePath(p), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid), 0),
           () => {
             // chown may clear setuid/setgid bits: the frame carries the mode that resulted.
-            const st = fs.lstatSync(this.real(p));
+            const st = this.tree.lstat(fromFusePath(p));
             this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode });
           },
         ),
@@ -338,7 +332,7 @@ export class JournalFs {
         this.run(
           cb,
           'mknod',
-          () => (posix.mknod(this.real(p), mode, dev), this.chownNew(p, caller), 0),
+          () => (this.tree.mknod(fromFusePath(p), mode, dev), this.chownNew(p, caller), 0),
           () => this.entryCreated(FrameType.MKNOD, p, { rdev: dev }),
         );
       },
@@ -347,7 +341,7 @@ export class JournalFs {
         this.run(
           cb,
           'mkdir',
-          () => (fs.mkdirSync(this.real(p), mode), this.chownNew(p, caller), 0),
+          () => (this.tree.mkdir(fromFusePath(p), mode), this.chownNew(p, caller), 0),
           () => this.entryCreated(FrameType.MKDIR, p, {}),
         );
       },
@@ -356,7 +350,7 @@ export class JournalFs {
         this.run(
           cb,
           'symlink',
-          () => (fs.symlinkSync(target, this.real(p)), this.chownNew(p, caller), 0),
+          () => (this.tree.symlink(target, fromFusePath(p)), this.chownNew(p, caller), 0),
           () => this.entryCreated(FrameType.SYMLINK, p, { target }),
         );
       },
@@ -364,35 +358,35 @@ export class JournalFs {
         this.run(
           cb,
           'link',
-          () => (fs.linkSync(this.real(from), this.real(p)), 0),
+          () => (this.tree.link(fromFusePath(from), fromFusePath(p)), 0),
           () => this.emit({ type: FrameType.LINK, path: fromFusePath(p), from: fromFusePath(from), parentTimes: this.parentTimes(p) }),
         ),
       unlink: (p, cb) =>
         this.run(
           cb,
           'unlink',
-          () => (this.announceBeforeNameGoes(p), fs.unlinkSync(this.real(p)), 0),
+          () => (this.announceBeforeNameGoes(p), this.tree.unlink(fromFusePath(p)), 0),
           () => this.emit({ type: FrameType.UNLINK, path: fromFusePath(p), parentTimes: this.parentTimes(p) }),
         ),
       rmdir: (p, cb) =>
         this.run(
           cb,
           'rmdir',
-          () => (fs.rmdirSync(this.real(p)), 0),
+          () => (this.tree.rmdir(fromFusePath(p)), 0),
           () => this.emit({ type: FrameType.RMDIR, path: fromFusePath(p), parentTimes: this.parentTimes(p) }),
         ),
       rename: (from, p, cb) =>
         this.run(
           cb,
           'rename',
-          () => (this.announceBeforeNameGoes(p), fs.renameSync(this.real(from), this.real(p)), 0),
+          () => (this.announceBeforeNameGoes(p), this.tree.rename(fromFusePath(from), fromFusePath(p)), 0),
           () =>
             this.emit({
               type: FrameType.RENAME,
               from: fromFusePath(from),
               path: fromFusePath(p),
               flags: 0,
-              times: this.times(p),
+              times: this.times(fromFusePath(p)),
               fromParentTimes: this.parentTimes(from),
               parentTimes: this.parentTimes(p),
             }),
@@ -413,14 +407,14 @@ export class JournalFs {
         this.run(
           cb,
           'setxattr',
-          () => (posix.lsetxattr(this.real(p), name, value, flags), 0),
+          () => (this.tree.setxattr(fromFusePath(p), name, value, flags), 0),
           () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags }, value),
         ),
       removexattr: (p, name, cb) =>
         this.run(
           cb,
           'removexattr',
-          () => (posix.lremovexattr(this.real(p), name), 0),
+          () => (this.tree.removexattr(fromFusePath(p), name), 0),
           () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name }),
         ),
     };
@@ -428,16 +422,16 @@ export class JournalFs {
   }
 
   private track(fd: number, flags: number): void {
-    const { dev, ino } = fs.fstatSync(fd, { bigint: true });
+    const { dev, ino } = fstat(fd);
     this.open.set(fd, { id: this.nextHandle++, fd, dev, ino, append: (flags & fs.constants.O_APPEND) !== 0, announced: false });
   }
 
   private journalTruncate(p: string, size: number): void {
-    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: this.times(p) });
+    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: this.times(fromFusePath(p)) });
   }
 
-  /** Closes every file still open on the store (after the mount is gone). */
-  closeAll(): void {
+  /** Closes every file still open on the store, and the store (after the mount is gone). */
+  close(): void {
     for (const fd of this.open.keys()) {
       try {
         fs.closeSync(fd);
@@ -446,6 +440,7 @@ export class JournalFs {
       }
     }
     this.open.clear();
+    this.tree.close();
   }
 }
 
@@ -453,6 +448,6 @@ export class JournalFs {
 export function errnoOf(err: unknown, what: string, log: (m: string) => void): number {
   const errno = (err as NodeJS.ErrnoException).errno;
   if (typeof errno === 'number' && errno < 0) return errno;
-  log(`journal: ${what} failed unexpectedly: ${err instanceof Error ? err.stack : String(err)}`);
+  log(`${what} failed unexpectedly: ${err instanceof Error ? err.stack : String(err)}`);
   return EIO;
 }

@@ -2,25 +2,42 @@
 import tty from 'node:tty';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { parseCommandLine, runMain } from '../shared/cli';
+import { stderrLogger } from '../shared/log';
 import { startJournal } from './mount';
 
 const HELP = `Usage: tfs-journal [options] STORE MNT
 
 Mounts a FUSE passthrough of directory STORE at MNT and writes every change made
-through MNT to stdout as TFS frames (see shared/PROTOCOL.md). Runs until MNT is
-unmounted (fusermount -u MNT, or SIGINT/SIGTERM, which unmount first), then writes
-the end frame and exits 0.
+through MNT to stdout as TFS frames (see shared/PROTOCOL.md). Nothing is written
+before the mount is up. Runs until MNT is unmounted (fusermount -u MNT, or
+SIGINT/SIGTERM/SIGHUP, which unmount first), then writes the end frame and exits.
+
+If the reader of stdout goes away, the mount keeps working and every later change
+is counted as lost. If this process dies, the mount stays and answers "Transport
+endpoint is not connected" to every call, so that no write lands in the bare
+mountpoint directory; the next start clears it.
 
 Options:
-  --allow-other      let every user use the mount (libfuse allow_other; the kernel
-                     checks permissions against the store's modes: default_permissions)
-  -o, --option OPT   extra libfuse mount option, verbatim (repeatable)
-  -h, --help         this text`;
+  --allow-other      let every user use the mount: the kernel checks each caller's
+                     access against the store's modes and owners
+                     (default_permissions), and new entries belong to their creator
+  -o, --option OPT   extra libfuse mount option, verbatim (repeatable). allow_other
+                     or allow_root here means --allow-other; auto_unmount, uid=,
+                     gid= and umask= are refused
+  -h, --help         this text
+
+Exit status: 0 once unmounted with every change delivered; 1 if changes were not
+delivered (the reader went away: the first lost frame is named) or the mount
+failed; 2 on usage errors, or when stdout is a terminal.`;
 
 runMain('tfs-journal', async () => {
   const { values, positionals } = parseCommandLine(HELP, { 'allow-other': { type: 'boolean' }, option: { type: 'string', short: 'o', multiple: true } }, { min: 2, max: 2 });
   if (tty.isatty(1)) throw new TfsError(ErrorCode.TTY_OUTPUT, 'refusing to write binary frames to a terminal: pipe stdout into tfs-mirror, tfs-broadcast or tfs-inspect');
-  const log = (m: string) => process.stderr.write(`tfs-journal: ${m}\n`);
+  const log = stderrLogger('tfs-journal');
+  // Nothing the journal does for its own sake may take the filesystem down: an error outside the
+  // handlers (which answer errnos) is logged, and the mount keeps serving.
+  process.on('uncaughtException', (err) => log(`internal error, the filesystem keeps working: ${err.stack ?? String(err)}`));
+  process.on('unhandledRejection', (err) => log(`internal error, the filesystem keeps working: ${String(err)}`));
   const journal = await startJournal({
     store: positionals[0]!,
     mountpoint: positionals[1]!,
@@ -31,8 +48,12 @@ runMain('tfs-journal', async () => {
   });
   log(`mounted ${positionals[1]} over ${positionals[0]}, stream ${journal.streamId}`);
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => journal.stop());
-  // A reader that went away must not kill the journal: SIGPIPE is ignored by Node, EPIPE handled by the sink.
-  const dropped = await journal.done;
-  log(dropped > 0 ? `unmounted; ${dropped} changes were not journaled` : 'unmounted; stream complete');
+  const loss = await journal.done;
+  if (loss !== null) {
+    throw new TfsError(ErrorCode.NOT_DELIVERED, `unmounted; ${loss.count} ${loss.count === 1 ? 'change was' : 'changes were'} made on the store but not delivered: frames from #${loss.firstSeq} on never reached the reader`, {
+      hint: 'The replica stops before that frame: bring it up to date with a copy of the store (see "What happens when" in the README).',
+    });
+  }
+  log('unmounted; every change was delivered');
   process.exit(0);
 });

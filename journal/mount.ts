@@ -5,7 +5,7 @@ import Fuse from 'fuse-native';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
-import { FrameSink } from './sink';
+import { FrameSink, Loss } from './sink';
 import { JournalFs } from './filesystem';
 
 export interface JournalOptions {
@@ -14,7 +14,7 @@ export interface JournalOptions {
   /** Where frames go (a file descriptor, normally 1). */
   fd: number;
   allowOther?: boolean;
-  /** Extra libfuse options, verbatim. */
+  /** Extra libfuse options, verbatim (checked by `checkFuseOptions`). */
   fuseOptions?: string[];
   log?: (message: string) => void;
 }
@@ -24,8 +24,8 @@ export interface RunningJournal {
   streamId: string;
   /** Unmounts (lazily, like fusermount -uz); `done` settles once the end frame is written. */
   stop(): void;
-  /** Settles with the number of frames the reader missed (0 when the stream is whole). */
-  done: Promise<number>;
+  /** Settles once the mount is gone and the end frame written: with the frames the reader missed, or null. */
+  done: Promise<Loss | null>;
 }
 
 /** The largest write request libfuse 2.9 negotiates with big_writes. */
@@ -49,7 +49,7 @@ export function clearStaleMount(mountpoint: string, log: (m: string) => void): v
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
-      log(`journal: clearing the stale mount at ${target} (${code})`);
+      log(`clearing the dead mount left at ${target} (${code})`);
       execFileSync('fusermount', ['-uz', target], { stdio: 'ignore' });
       return;
     }
@@ -58,37 +58,76 @@ export function clearStaleMount(mountpoint: string, log: (m: string) => void): v
   throw new TfsError(ErrorCode.MOUNT_FAILED, `${target} is already a mountpoint in use; unmount it first`);
 }
 
-/** Mounts the journal and starts streaming. Resolves once the mount is up. */
+/** libfuse options TFS refuses, and why. */
+const REFUSED_OPTIONS: [RegExp, string][] = [
+  [/^auto_unmount$/, 'auto_unmount would let writes through MNT land in the bare mountpoint directory if the journal died; without it they fail with ENOTCONN, and the next start clears the dead mount'],
+  [/^(uid|gid|umask)=/, 'it would show owners or modes the store does not have, and with allow_other the kernel would check access against them; the mount shows the store\'s own, and --allow-other lets other users in as themselves'],
+];
+
+/**
+ * Checks raw libfuse options: refuses the ones that would lose writes or let anyone in, and turns
+ * allow_other or allow_root, however asked for, into --allow-other (access checked by the kernel
+ * for each caller against the store's modes and owners, new entries owned by their creator).
+ */
+export function checkFuseOptions(options: string[]): { options: string[]; allowOther: boolean } {
+  let allowOther = false;
+  const kept: string[] = [];
+  for (const option of options.map((o) => o.trim()).filter((o) => o.length > 0)) {
+    for (const [pattern, why] of REFUSED_OPTIONS) {
+      if (pattern.test(option)) throw new TfsError(ErrorCode.USAGE, `-o ${option} is refused: ${why}`);
+    }
+    if (option === 'allow_other' || option === 'allow_root') allowOther = true;
+    if (option !== 'allow_other' && option !== 'default_permissions') kept.push(option);
+  }
+  return { options: kept, allowOther };
+}
+
+/** Checks STORE and MNT before anything is mounted; returns their real paths. */
+function checkPaths(storeArg: string, mountArg: string, log: (m: string) => void): { store: string; mountpoint: string } {
+  const isDir = (p: string, what: string): void => {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch (err) {
+      throw new TfsError(ErrorCode.MOUNT_FAILED, `${what} ${p}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (err as Error).message}`, { cause: err });
+    }
+    if (!st.isDirectory()) throw new TfsError(ErrorCode.MOUNT_FAILED, `${what} ${p} is not a directory`);
+  };
+  isDir(storeArg, 'STORE');
+  clearStaleMount(mountArg, log);
+  isDir(mountArg, 'MNT');
+  // Real paths: a symlink must not hide that one lies inside the other (every call would loop back).
+  const store = fs.realpathSync(storeArg);
+  const mountpoint = fs.realpathSync(mountArg);
+  if (store === mountpoint || store.startsWith(mountpoint + '/') || mountpoint.startsWith(store + '/') || store === '/' || mountpoint === '/') {
+    throw new TfsError(ErrorCode.MOUNT_FAILED, `STORE ${store} and MNT ${mountpoint} (real paths) must not contain each other`);
+  }
+  return { store, mountpoint };
+}
+
+/** Mounts the journal and starts streaming. Resolves once the mount is up; writes nothing before. */
 export async function startJournal(options: JournalOptions): Promise<RunningJournal> {
   const log = options.log ?? ((m: string) => process.stderr.write(m + '\n'));
-  const store = path.resolve(options.store);
-  const mountpoint = path.resolve(options.mountpoint);
-  if (!fs.statSync(store).isDirectory()) throw new TfsError(ErrorCode.MOUNT_FAILED, `store ${store} is not a directory`);
-  clearStaleMount(mountpoint, log);
-  if (!fs.statSync(mountpoint).isDirectory()) throw new TfsError(ErrorCode.MOUNT_FAILED, `mountpoint ${mountpoint} is not a directory`);
-  if (store === mountpoint || store.startsWith(mountpoint + '/') || mountpoint.startsWith(store + '/')) {
-    throw new TfsError(ErrorCode.MOUNT_FAILED, `store ${store} and mountpoint ${mountpoint} must not contain each other`);
-  }
+  const raw = checkFuseOptions(options.fuseOptions ?? []);
+  const allowOther = (options.allowOther ?? false) || raw.allowOther;
+  const { store, mountpoint } = checkPaths(options.store, options.mountpoint, log);
   // Modes from the kernel already have the caller's umask applied; ours must not mask them again.
   process.umask(0);
 
   const sink = new FrameSink(options.fd, log);
   const streamId = randomBytes(16).toString('hex');
-  sink.emit({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId, startNs: BigInt(Date.now()) * 1000000n, firstSeq: 1n });
-
   let fuse: Fuse | undefined;
   const filesystem = new JournalFs(store, sink, log, () => {
     const c = fuse!.caller();
     return { pid: c.pid, uid: c.uid, gid: c.gid };
   });
-  let finish!: (dropped: number) => void;
-  const done = new Promise<number>((resolve) => (finish = resolve));
+  let finish!: (loss: Loss | null) => void;
+  const done = new Promise<Loss | null>((resolve) => (finish = resolve));
   const ops = filesystem.operations();
   ops.destroy = () => {
-    filesystem.closeAll();
+    filesystem.close();
     sink.emit({ type: FrameType.END, reason: 'unmounted' });
-    if (sink.dropped > 0) log(`journal: ${sink.dropped} changes were not journaled: the stream is incomplete`);
-    finish(sink.dropped);
+    finish(sink.loss());
   };
   fuse = new Fuse(mountpoint, ops, {
     timeout: false,
@@ -96,9 +135,11 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
     mkdir: false,
     fsname: `tfs:${store}`,
     subtype: 'tfs',
-    allowOther: options.allowOther,
-    defaultPermissions: options.allowOther,
-    autoUnmount: true,
+    allowOther,
+    defaultPermissions: allowOther,
+    // No auto_unmount: if this process dies, the mount stays and answers ENOTCONN, so that no
+    // write can land in the bare mountpoint directory; the next start clears it.
+    autoUnmount: false,
     bigWrites: true,
     maxWrite: MAX_WRITE,
     hardRemove: true,
@@ -108,11 +149,17 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
     attrTimeout: 0,
     entryTimeout: 0,
     negativeTimeout: 0,
-    options: options.fuseOptions,
+    options: raw.options,
   });
-  await new Promise<void>((resolve, reject) =>
-    fuse!.mount((err) => (err ? reject(new TfsError(ErrorCode.MOUNT_FAILED, `mounting ${mountpoint} failed: ${err.message}`, { cause: err })) : resolve())),
-  );
+  try {
+    await new Promise<void>((resolve, reject) =>
+      fuse!.mount((err) => (err ? reject(new TfsError(ErrorCode.MOUNT_FAILED, `mounting ${mountpoint} failed: ${err.message}`, { cause: err })) : resolve())),
+    );
+  } catch (err) {
+    filesystem.close();
+    throw err;
+  }
+  sink.start({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId, startNs: BigInt(Date.now()) * 1000000n, firstSeq: 1n });
   let stopping = false;
   return {
     streamId,
@@ -121,7 +168,7 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
       if (stopping) return;
       stopping = true;
       Fuse.unmount(mountpoint, (err) => {
-        if (err) log(`journal: unmounting ${mountpoint} failed: ${err.message}`);
+        if (err) log(`unmounting ${mountpoint} failed: ${err.message}`);
       });
     },
   };

@@ -1,41 +1,77 @@
 #!/usr/bin/env node
+import tty from 'node:tty';
+import { ErrorCode, TfsError } from '../shared/errors';
 import { parseCommandLine, runMain } from '../shared/cli';
+import { stderrLogger } from '../shared/log';
 import { Mirror, defaultStatePath } from './mirror';
-import { helloFrame, socketSource } from './source';
+import { SocketSource, Source, helloFrame } from './source';
 
 const HELP = `Usage: tfs-mirror [options] REPLICA
 
 Applies TFS frames from stdin (or a broadcaster) onto directory REPLICA, keeping
-its replay cursor in SQLite so that it resumes where it stopped.
+its replay cursor in SQLite so that it resumes where it stopped. Nothing outside
+REPLICA is ever created, changed or followed, whatever the stream says.
 
 Options:
-  --from SOCKET   read from the broadcaster listening on UNIX socket SOCKET
-  --state FILE    cursor database (default: .REPLICA.tfs-mirror.db beside REPLICA)
-  --restart       accept a stream from another journal than the cursor's, starting over
-  -q, --quiet     no progress messages
-  -h, --help      this text
+  --from SOCKET           read from the broadcaster listening on UNIX socket SOCKET
+  --state FILE            cursor database (default: .REPLICA.tfs-mirror.db beside REPLICA)
+  --restart               accept a stream from another journal than the cursor's,
+                          starting over
+  --allow-devices         create character and block device nodes (refused otherwise)
+  --preserve-privileges   keep setuid/setgid bits on files and security.capability
+                          xattrs (dropped otherwise, with a note)
+  -q, --quiet             no progress messages
+  -h, --help              this text
+
+SIGINT or SIGTERM stops after the frame being applied, with the cursor recorded:
+run the same command again to resume.
 
 Exit status: 0 at the stream's end frame; 3 when the stream is cut off, corrupt,
-hostile or from another journal; 1 on other failures; 2 on usage errors.`;
+hostile, asks for something refused, or is from another journal; 1 on other
+failures; 2 on usage errors or when stdin is a terminal; 130/143 when stopped
+by SIGINT/SIGTERM.`;
+
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
 
 runMain('tfs-mirror', async () => {
   const { values, positionals } = parseCommandLine(
     HELP,
-    { from: { type: 'string' }, state: { type: 'string' }, restart: { type: 'boolean' }, quiet: { type: 'boolean', short: 'q' } },
+    {
+      from: { type: 'string' },
+      state: { type: 'string' },
+      restart: { type: 'boolean' },
+      'allow-devices': { type: 'boolean' },
+      'preserve-privileges': { type: 'boolean' },
+      quiet: { type: 'boolean', short: 'q' },
+    },
     { min: 1, max: 1 },
   );
+  if (!values.from && tty.isatty(0)) throw new TfsError(ErrorCode.TTY_INPUT, 'refusing to read frames from a terminal: pipe a stream in (tfs-journal STORE MNT | tfs-mirror REPLICA), or use --from SOCKET');
   const replica = positionals[0]!;
-  const log = values.quiet ? () => {} : (m: string) => process.stderr.write(`tfs-mirror: ${m}\n`);
-  const mirror = new Mirror({ replica, state: values.state ?? defaultStatePath(replica), restart: values.restart, log });
-  let stopping = false;
+  const log = values.quiet ? () => {} : stderrLogger('tfs-mirror');
+  const mirror = new Mirror({
+    replica,
+    state: values.state ?? defaultStatePath(replica),
+    restart: values.restart,
+    policy: { allowDevices: values['allow-devices'], preservePrivileges: values['preserve-privileges'] },
+    log,
+  });
+  const source: Source = values.from ? await SocketSource.connect(values.from, helloFrame()) : process.stdin;
+  let stoppedBy: keyof typeof SIGNAL_EXIT | undefined;
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => {
-      if (stopping) process.exit(130);
-      stopping = true;
-      process.stdin.destroy();
+      if (stoppedBy) process.exit(SIGNAL_EXIT[signal]);
+      stoppedBy = signal;
+      // Ends the input: the mirror finishes the frame in hand, records its cursor and stops.
+      source.destroy();
     });
   }
-  const source = values.from ? socketSource(values.from, helloFrame()) : process.stdin;
-  const result = await mirror.run(source);
-  log(`end of stream ${result.streamId}: applied ${result.applied} frames, skipped ${result.skipped} already applied, at #${result.seq}`);
+  try {
+    const result = await mirror.run(source);
+    log(`end of stream ${result.streamId}: applied ${result.applied} frames, skipped ${result.skipped} already applied, at #${result.seq}`);
+  } catch (err) {
+    if (!stoppedBy) throw err;
+    log(`stopped by ${stoppedBy} after frame #${mirror.position}, cursor recorded; run the same command again to resume`);
+    return SIGNAL_EXIT[stoppedBy];
+  }
 });

@@ -5,7 +5,7 @@ import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
 import { decodeOp, Op, StreamHeader } from '../shared/ops';
 import { CursorStore } from './cursor';
-import { Replayer, needsCommit } from './replay';
+import { ReplayPolicy, Replayer, needsCommit } from './replay';
 
 export interface MirrorOptions {
   replica: string;
@@ -13,6 +13,8 @@ export interface MirrorOptions {
   state?: string;
   /** Follow a stream from another journal than the cursor's, starting over. */
   restart?: boolean;
+  /** What the replica takes beyond plain entries (device nodes, setuid bits, capabilities). */
+  policy?: ReplayPolicy;
   log?: (message: string) => void;
 }
 
@@ -36,7 +38,9 @@ export function defaultStatePath(replica: string): string {
  * the rest in order and commits the cursor. Transport-free: it takes any async iterable of chunks.
  */
 export class Mirror {
-  private readonly cursor: CursorStore;
+  /** The cursor database: opened at once if it exists, else created with the first stream header. */
+  private cursor: CursorStore | null = null;
+  private readonly statePath: string;
   private readonly replayer: Replayer;
   private readonly log: (m: string) => void;
   private streamId: string | null;
@@ -55,13 +59,23 @@ export class Mirror {
       throw new TfsError(ErrorCode.USAGE, `the cursor database ${state} must not lie inside the replica ${replica}`);
     }
     fs.mkdirSync(replica, { recursive: true });
-    this.cursor = new CursorStore(state);
-    const cursor = this.cursor.load();
-    this.streamId = cursor.streamId;
-    this.seq = this.committed = cursor.seq;
-    this.replayer = new Replayer(fs.realpathSync(replica), this.log);
-    this.replayer.restoreHandles(cursor.handles);
-    if (cursor.joinedAt !== null) this.replayer.tolerateUnknownHandles();
+    this.statePath = state;
+    this.replayer = new Replayer(replica, this.log, options.policy);
+    this.streamId = null;
+    this.seq = this.committed = 0n;
+    if (fs.existsSync(state)) {
+      this.cursor = new CursorStore(state);
+      const cursor = this.cursor.load();
+      this.streamId = cursor.streamId;
+      this.seq = this.committed = cursor.seq;
+      this.replayer.restoreHandles(cursor.handles);
+      if (cursor.joinedAt !== null) this.replayer.tolerateUnknownHandles();
+    }
+  }
+
+  /** The sequence number of the last frame applied. */
+  get position(): bigint {
+    return this.seq;
   }
 
   /** Applies a whole stream. Resolves at its end frame; rejects with a TfsError naming the frame. */
@@ -80,7 +94,7 @@ export class Mirror {
     } finally {
       this.commit();
       this.replayer.close();
-      this.cursor.close();
+      this.cursor?.close();
     }
   }
 
@@ -101,7 +115,7 @@ export class Mirror {
         throw new TfsError(ErrorCode.SEQUENCE_GAP, `expected frame #${this.seq + 1n} next, got #${op.seq}: frames are missing`, { seq: op.seq });
       }
       this.log(`joining stream ${this.streamId} at frame #${op.seq}: earlier changes must come from a bootstrap copy`);
-      this.cursor.markJoinedAt(op.seq);
+      this.cursor!.markJoinedAt(op.seq);
       this.replayer.tolerateUnknownHandles();
     }
     // A frame that changes names is committed alone: what came before it is committed first, so
@@ -128,8 +142,9 @@ export class Mirror {
         throw new TfsError(ErrorCode.STREAM_MISMATCH, `this replica follows stream ${this.streamId}, not ${header.streamId}; pass --restart to start over`, { seq: header.seq });
       }
       if (this.streamId !== null) this.log(`starting over: following stream ${header.streamId} instead of ${this.streamId}`);
+      this.cursor ??= new CursorStore(this.statePath);
       this.cursor.reset(header.streamId);
-      this.replayer.close();
+      this.replayer.closeFiles();
       this.streamId = header.streamId;
       this.seq = this.committed = 0n;
     }
@@ -137,7 +152,7 @@ export class Mirror {
 
   private commit(): void {
     const changes = this.replayer.takeHandleChanges();
-    if (this.seq === this.committed && changes.size === 0) return;
+    if (this.cursor === null || (this.seq === this.committed && changes.size === 0)) return;
     this.cursor.commit(this.seq, changes);
     this.committed = this.seq;
   }

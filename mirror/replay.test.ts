@@ -1,5 +1,6 @@
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,7 +64,7 @@ test('every namespace op applies, and applying each one again right after change
     op({ type: FrameType.MKDIR, path: 'e', mode: 0o40700, uid: 0, gid: 0, times: T, parentTimes: P }),
     op({ type: FrameType.RMDIR, path: 'e', parentTimes: P }),
   ];
-  const r = new Replayer(replica);
+  const r = new Replayer(replica, () => {}, { preservePrivileges: true });
   for (const o of ops) {
     r.apply(o);
     r.apply(o);
@@ -123,12 +124,17 @@ test('a final symlink is never followed: chmod refuses, truncate and open fail, 
   fs.symlinkSync(path.join(outside, 'target'), path.join(replica, 'l'));
   const r = new Replayer(replica);
   assert.throws(() => r.apply(op({ type: FrameType.CHMOD, path: 'l', mode: 0o777 })), (e: unknown) => e instanceof TfsError && e.code === 'TFS_APPLY_FAILED');
-  assert.throws(() => r.apply(op({ type: FrameType.TRUNCATE, path: 'l', size: 0, times: T })), /ELOOP/);
-  assert.throws(() => r.apply(op({ type: FrameType.OPEN, handle: 1, path: 'l' })), /ELOOP/);
+  const hostile = (e: unknown) => e instanceof TfsError && e.code === 'TFS_HOSTILE_PATH' && /ELOOP/.test(e.message);
+  assert.throws(() => r.apply(op({ type: FrameType.TRUNCATE, path: 'l', size: 0, times: T })), hostile);
+  assert.throws(() => r.apply(op({ type: FrameType.OPEN, handle: 1, path: 'l' })), hostile);
   r.apply(op({ type: FrameType.UTIMENS, path: 'l', times: T }));
   assert.equal(fs.readFileSync(path.join(outside, 'target'), 'utf8'), 'keep');
   assert.equal(fs.statSync(path.join(outside, 'target')).mode & 0o777, 0o600);
   assert.notEqual(mtimeNs(path.join(outside, 'target')), T[1]);
+  // A CREATE over it replaces the link (a replica that diverged), never writes through it.
+  r.apply(op({ type: FrameType.CREATE, path: 'l', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: P }));
+  assert.ok(fs.lstatSync(path.join(replica, 'l')).isFile());
+  assert.equal(fs.readFileSync(path.join(outside, 'target'), 'utf8'), 'keep');
 });
 
 test('a write to a handle never opened is refused, naming the frame', () => {
@@ -145,4 +151,38 @@ test('restored handles reopen their file by path after a restart', () => {
   r.apply(op({ type: FrameType.WRITE, handle: 4, offset: 0, data: Buffer.from('lost with its name') }));
   r.close();
   assert.equal(fs.readFileSync(path.join(replica, 'f'), 'utf8'), 'aZc');
+});
+
+test('by default setuid/setgid bits on files and file capabilities are dropped, once noted each; directories keep setgid', () => {
+  const notes: string[] = [];
+  const r = new Replayer(replica, (m) => notes.push(m));
+  r.apply(op({ type: FrameType.CREATE, path: 'su', mode: 0o104755, uid: 0, gid: 0, times: T, parentTimes: P }));
+  r.apply(op({ type: FrameType.CREATE, path: 'sg', mode: 0o102755, uid: 0, gid: 0, times: T, parentTimes: P }));
+  r.apply(op({ type: FrameType.CHMOD, path: 'sg', mode: 0o106777 }));
+  // A frame that claims a directory's type bits for a file does not keep its setuid bit.
+  r.apply(op({ type: FrameType.CHMOD, path: 'su', mode: 0o44755 }));
+  r.apply(op({ type: FrameType.CHOWN, path: 'su', uid: 0, gid: 0, mode: 0o104755 }));
+  r.apply(op({ type: FrameType.MKDIR, path: 'shared', mode: 0o42775, uid: 0, gid: 0, times: T, parentTimes: P }));
+  r.apply(op({ type: FrameType.SETXATTR, path: 'su', name: 'security.capability', flags: 0, data: Buffer.from('01000002c000000000000000000000000000000000', 'hex') }));
+  r.apply(op({ type: FrameType.SETXATTR, path: 'su', name: 'user.fine', flags: 0, data: Buffer.from('yes') }));
+  assert.equal(fs.statSync(path.join(replica, 'su')).mode, 0o100755);
+  assert.equal(fs.statSync(path.join(replica, 'sg')).mode, 0o100777);
+  assert.equal(fs.statSync(path.join(replica, 'shared')).mode, 0o42775);
+  assert.throws(() => execFileSync('getfattr', ['-n', 'security.capability', path.join(replica, 'su')], { stdio: 'pipe' }));
+  assert.match(execFileSync('getfattr', ['-d', path.join(replica, 'su')], { encoding: 'utf8' }), /user.fine="yes"/);
+  assert.equal(notes.filter((n) => /setuid\/setgid bits are not applied .*--preserve-privileges/.test(n)).length, 1, notes.join('\n'));
+  assert.equal(notes.filter((n) => /file capabilities \(security.capability\) are not applied/.test(n)).length, 1, notes.join('\n'));
+});
+
+test('device nodes are refused (TFS_REFUSED, naming the frame) unless allowed; fifos are fine', () => {
+  const dev = op({ type: FrameType.MKNOD, path: 'mem', mode: 0o20666, rdev: (1 << 8) | 1, uid: 0, gid: 0, times: T, parentTimes: P });
+  assert.throws(() => new Replayer(replica).apply(dev), (e: unknown) => e instanceof TfsError && e.code === 'TFS_REFUSED' && e.message.includes(`frame #${dev.seq}`) && /character device \(1:1\).*--allow-devices/.test(e.message));
+  const disk = op({ type: FrameType.MKNOD, path: 'disk', mode: 0o60660, rdev: 8 << 8, uid: 0, gid: 0, times: T, parentTimes: P });
+  assert.throws(() => new Replayer(replica).apply(disk), (e: unknown) => e instanceof TfsError && e.code === 'TFS_REFUSED');
+  assert.deepEqual(fs.readdirSync(replica), []);
+  new Replayer(replica).apply(op({ type: FrameType.MKNOD, path: 'fifo', mode: 0o10644, rdev: 0, uid: 0, gid: 0, times: T, parentTimes: P }));
+  new Replayer(replica, () => {}, { allowDevices: true }).apply(dev);
+  const st = fs.lstatSync(path.join(replica, 'mem'));
+  assert.ok(st.isCharacterDevice());
+  assert.equal(st.rdev, (1 << 8) | 1);
 });

@@ -1,16 +1,16 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, frameTypeName } from '../shared/frame';
 import { Op, Times } from '../shared/ops';
 import { parentOf } from '../shared/paths';
 import { Falloc, posix } from '../shared/posix';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG, Tree, fileType } from '../shared/tree';
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
+const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const PERMS = 0o7777;
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const CAPABILITY = 'security.capability';
 
 interface Handle {
   /** Replica path, or null once the file's name is gone (unlinked or replaced while open). */
@@ -29,32 +29,42 @@ export function needsCommit(type: number): boolean {
   return !BATCHABLE.has(type);
 }
 
+/** What a replica takes from a stream beyond plain files, directories, links and fifos. */
+export interface ReplayPolicy {
+  /** Create character and block devices (refused otherwise: a stream could make /dev/mem). */
+  allowDevices?: boolean;
+  /** Keep setuid/setgid bits on files and security.capability xattrs (dropped otherwise, with a note). */
+  preservePrivileges?: boolean;
+}
+
 /**
  * Applies operations to a replica directory. Confinement: every path is checked by the op table
- * (no absolute path, '..', NUL), and here no directory on the way to an entry may be a symlink,
- * and final components are never followed. Every operation can be applied again right after it
- * was applied (a kill -9 between applying and committing), and any run of BATCHABLE operations
- * can be applied again as a whole.
+ * (no absolute path, '..', NUL, no namespace change of the root itself), and the replica is a
+ * confined Tree: the kernel resolves each path beneath the replica with no symlink anywhere,
+ * so nothing outside it is ever created, changed or followed, even when another process swaps a
+ * directory for a symlink while we work. Every operation can be applied again right after it was
+ * applied (a kill -9 between applying and committing), and any run of BATCHABLE operations can
+ * be applied again as a whole.
  */
 export class Replayer {
+  private readonly tree: Tree;
   private readonly handles = new Map<number, Handle>();
   /** Handle changes since the last `takeHandleChanges` (undefined = closed). */
   private readonly handleChanges = new Map<number, string | null | undefined>();
-  /**
-   * Directories known to be real directories (not symlinks) inside the replica. Only RENAME and
-   * RMDIR can turn such a name into something else (new entries never replace a directory).
-   */
-  private readonly safeDirs = new Set<string>();
   private readonly canChown = process.geteuid?.() === 0;
-  private warnedChown = false;
+  /** Kinds of things dropped by the policy, each noted once. */
+  private readonly noted = new Set<string>();
   /** Set when the replica joined the stream late: handles opened before that are unknown, not wrong. */
   private joinedLate = false;
   private readonly skippedHandles = new Set<number>();
 
   constructor(
-    private readonly root: string,
+    root: string,
     private readonly log: (m: string) => void = () => {},
-  ) {}
+    private readonly policy: ReplayPolicy = {},
+  ) {
+    this.tree = new Tree(root, true);
+  }
 
   /** Restores the handle table of a resumed cursor (files are reopened on their next write). */
   restoreHandles(handles: Map<number, string | null>): void {
@@ -76,10 +86,16 @@ export class Replayer {
     return changes;
   }
 
-  /** Closes every file the replayer holds open. */
-  close(): void {
+  /** Closes every file the replayer holds open (the replayer can go on, reopening them on demand). */
+  closeFiles(): void {
     for (const h of this.handles.values()) if (h.fd !== undefined) fs.closeSync(h.fd);
     this.handles.clear();
+  }
+
+  /** Closes every file and the replica. */
+  close(): void {
+    this.closeFiles();
+    this.tree.close();
   }
 
   /** Applies one operation. Throws TfsError naming the frame on hostile input or a failure. */
@@ -89,106 +105,106 @@ export class Replayer {
     } catch (err) {
       if (err instanceof TfsError) throw err;
       const where = 'path' in op ? ` ${JSON.stringify(op.path)}` : 'handle' in op ? ` handle ${op.handle}` : '';
+      const code = (err as NodeJS.ErrnoException).code;
+      // The confined tree answers ELOOP for a symlink on the way or at the end, EXDEV for an escape:
+      // the stream (or someone beside it) is trying to reach outside the replica.
+      if (code === 'ELOOP' || code === 'EXDEV') {
+        throw new TfsError(ErrorCode.HOSTILE_PATH, `${frameTypeName(op.type)}${where}: a symlink in the replica is on the way or at the end (${code}); nothing was followed`, { seq: op.seq, cause: err });
+      }
       throw new TfsError(ErrorCode.APPLY_FAILED, `${frameTypeName(op.type)}${where}: ${(err as Error).message}`, { seq: op.seq, cause: err });
     }
   }
 
   private dispatch(op: Op): void {
+    const t = this.tree;
     switch (op.type) {
       case FrameType.STREAM_HEADER:
       case FrameType.END:
       case FrameType.HELLO:
         return;
       case FrameType.CREATE: {
-        const p = this.entry(op.path, op.seq);
-        this.clearNonDir(p);
-        const fd = fs.openSync(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+        this.clearNonDir(op.path);
+        const fd = t.open(op.path, O_WRONLY | O_CREAT | O_EXCL, 0o600);
         try {
           this.fchown(fd, op.uid, op.gid);
-          fs.fchmodSync(fd, op.mode & PERMS);
+          fs.fchmodSync(fd, this.perms(op.mode, S_IFREG, op));
           posix.futimensNs(fd, op.times[0], op.times[1]);
         } finally {
           fs.closeSync(fd);
         }
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.MKNOD: {
-        const p = this.entry(op.path, op.seq);
-        const existing = lstatOrNull(p);
-        if (!existing || (existing.mode & S_IFMT) !== (op.mode & S_IFMT)) {
-          this.clearNonDir(p);
-          posix.mknod(p, (op.mode & S_IFMT) | 0o600, op.rdev);
+        const type = fileType(op.mode);
+        if ((type === S_IFCHR || type === S_IFBLK) && !this.policy.allowDevices) {
+          const kind = type === S_IFCHR ? 'character' : 'block';
+          throw new TfsError(ErrorCode.REFUSED, `MKNOD ${JSON.stringify(op.path)}: a ${kind} device (${op.rdev >>> 8}:${op.rdev & 0xff}); pass --allow-devices to create device nodes`, { seq: op.seq });
         }
-        this.ownAndTime(p, op.uid, op.gid, op.mode, op.times);
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        const existing = t.lstatOrNull(op.path);
+        if (!existing || fileType(existing.mode) !== type) {
+          this.clearNonDir(op.path);
+          t.mknod(op.path, type | 0o600, op.rdev);
+        }
+        this.ownAndTime(op.path, op.uid, op.gid, op.mode, type, op.times, op);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.MKDIR: {
-        const p = this.entry(op.path, op.seq);
-        const existing = lstatOrNull(p);
-        if (!existing || (existing.mode & S_IFMT) !== S_IFDIR) {
-          this.clearNonDir(p);
-          fs.mkdirSync(p, 0o700);
+        const existing = t.lstatOrNull(op.path);
+        if (!existing || fileType(existing.mode) !== S_IFDIR) {
+          this.clearNonDir(op.path);
+          t.mkdir(op.path, 0o700);
         }
-        this.ownAndTime(p, op.uid, op.gid, op.mode, op.times);
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        this.ownAndTime(op.path, op.uid, op.gid, op.mode, S_IFDIR, op.times, op);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.SYMLINK: {
-        const p = this.entry(op.path, op.seq);
-        const existing = lstatOrNull(p);
-        if (!existing || (existing.mode & S_IFMT) !== S_IFLNK || fs.readlinkSync(p) !== op.target) {
-          this.clearNonDir(p);
-          fs.symlinkSync(op.target, p);
+        const existing = t.lstatOrNull(op.path);
+        if (!existing || fileType(existing.mode) !== S_IFLNK || t.readlink(op.path) !== op.target) {
+          this.clearNonDir(op.path);
+          t.symlink(op.target, op.path);
         }
-        this.lchown(p, op.uid, op.gid);
-        posix.lutimensNs(p, op.times[0], op.times[1]);
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        this.lchown(op.path, op.uid, op.gid);
+        t.lutimens(op.path, op.times[0], op.times[1]);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.LINK: {
-        const from = this.entry(op.from, op.seq);
-        const p = this.entry(op.path, op.seq);
-        const source = fs.lstatSync(from);
-        const existing = lstatOrNull(p);
+        const source = t.lstat(op.from);
+        const existing = t.lstatOrNull(op.path);
         if (!existing || existing.ino !== source.ino || existing.dev !== source.dev) {
-          this.clearNonDir(p);
-          fs.linkSync(from, p);
+          this.clearNonDir(op.path);
+          t.link(op.from, op.path);
         }
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.UNLINK: {
-        const p = this.entry(op.path, op.seq);
-        const existing = lstatOrNull(p);
+        const existing = t.lstatOrNull(op.path);
         if (existing) {
-          if ((existing.mode & S_IFMT) === S_IFDIR) throw new Error('is a directory on the replica');
-          fs.unlinkSync(p);
+          if (fileType(existing.mode) === S_IFDIR) throw new Error('is a directory on the replica');
+          t.unlink(op.path);
         }
         this.detachHandles(op.path);
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.RMDIR: {
-        const p = this.entry(op.path, op.seq);
-        if (lstatOrNull(p)) fs.rmdirSync(p);
-        this.safeDirs.clear();
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        if (t.lstatOrNull(op.path)) t.rmdir(op.path);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.RENAME: {
         if (op.flags !== 0) throw new TfsError(ErrorCode.BAD_FRAME_FIELDS, `RENAME: flags ${op.flags} are not supported`, { seq: op.seq });
-        const from = this.entry(op.from, op.seq);
-        const p = this.entry(op.path, op.seq);
         // Applied already (a replay right after a kill): the source is gone and the target is there.
-        if (lstatOrNull(from) || !lstatOrNull(p)) {
+        if (t.lstatOrNull(op.from) || !t.lstatOrNull(op.path)) {
           if (op.path !== op.from) this.detachHandles(op.path);
-          fs.renameSync(from, p);
+          t.rename(op.from, op.path);
           this.renameHandles(op.from, op.path);
         }
-        this.safeDirs.clear();
-        posix.lutimensNs(p, op.times[0], op.times[1]);
-        this.setTimes(parentOf(op.from), op.fromParentTimes, op.seq);
-        return this.setTimes(parentOf(op.path), op.parentTimes, op.seq);
+        t.lutimens(op.path, op.times[0], op.times[1]);
+        this.setTimes(parentOf(op.from), op.fromParentTimes);
+        return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.OPEN: {
         const old = this.handles.get(op.handle);
         if (old?.fd !== undefined) fs.closeSync(old.fd);
-        const fd = fs.openSync(this.entry(op.path, op.seq), O_WRONLY | O_NOFOLLOW);
+        const fd = t.open(op.path, O_WRONLY);
         this.handles.set(op.handle, { path: op.path, fd });
         this.handleChanges.set(op.handle, op.path);
         return;
@@ -201,7 +217,7 @@ export class Replayer {
         return;
       }
       case FrameType.TRUNCATE: {
-        const fd = fs.openSync(this.entry(op.path, op.seq), O_WRONLY | O_NOFOLLOW);
+        const fd = t.open(op.path, O_WRONLY);
         try {
           fs.ftruncateSync(fd, op.size);
           posix.futimensNs(fd, op.times[0], op.times[1]);
@@ -240,25 +256,24 @@ export class Replayer {
         fallocateOrEmulate(fd, op.flags, op.offset, op.length);
         return posix.futimensNs(fd, op.times[0], op.times[1]);
       }
-      case FrameType.CHMOD: {
-        const p = this.entry(op.path, op.seq);
-        if ((fs.lstatSync(p).mode & S_IFMT) === S_IFLNK) throw new Error('is a symlink on the replica; chmod would follow it');
-        return fs.chmodSync(p, op.mode & PERMS);
-      }
+      case FrameType.CHMOD:
+        // A symlink answers EOPNOTSUPP: Linux cannot chmod one, and it is never followed.
+        return t.chmod(op.path, this.perms(op.mode, fileType(t.lstat(op.path).mode), op));
       case FrameType.CHOWN: {
-        const p = this.entry(op.path, op.seq);
-        this.lchown(p, op.uid, op.gid);
-        if ((fs.lstatSync(p).mode & S_IFMT) !== S_IFLNK) fs.chmodSync(p, op.mode & PERMS);
+        this.lchown(op.path, op.uid, op.gid);
+        const st = t.lstat(op.path);
+        if (fileType(st.mode) !== S_IFLNK) t.chmod(op.path, this.perms(op.mode, fileType(st.mode), op));
         return;
       }
       case FrameType.UTIMENS:
-        return posix.lutimensNs(this.entry(op.path, op.seq), op.times[0], op.times[1]);
+        return t.lutimens(op.path, op.times[0], op.times[1]);
       case FrameType.SETXATTR:
+        if (op.name === CAPABILITY && !this.policy.preservePrivileges) return this.note('capabilities', op, 'file capabilities (security.capability)');
         // The store already enforced XATTR_CREATE/XATTR_REPLACE; here they would only break a replay.
-        return posix.lsetxattr(this.entry(op.path, op.seq), op.name, op.data, 0);
+        return t.setxattr(op.path, op.name, op.data, 0);
       case FrameType.REMOVEXATTR:
         try {
-          return posix.lremovexattr(this.entry(op.path, op.seq), op.name);
+          return t.removexattr(op.path, op.name);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code === 'ENODATA') return;
           throw err;
@@ -267,46 +282,45 @@ export class Replayer {
   }
 
   /**
-   * The replica path of a frame path, after checking that every directory on the way is a real
-   * directory inside the replica (a symlink there could lead outside it).
+   * The permission bits to apply to an entry of `type` (as it is on the replica, not as the frame
+   * says): setuid and setgid on anything but a directory (where setgid only passes the group on)
+   * are dropped unless the policy preserves privileges.
    */
-  private entry(rel: string, seq: bigint): string {
-    if (rel === '') return this.root;
-    let dir = '';
-    for (const part of parentOf(rel).split('/')) {
-      if (part === '') break;
-      dir = dir === '' ? part : `${dir}/${part}`;
-      if (this.safeDirs.has(dir)) continue;
-      const st = lstatOrNull(path.join(this.root, dir));
-      if (st && (st.mode & S_IFMT) === S_IFLNK) {
-        throw new TfsError(ErrorCode.HOSTILE_PATH, `path ${JSON.stringify(rel)} passes through the symlink ${JSON.stringify(dir)} in the replica`, { seq });
-      }
-      if (st && (st.mode & S_IFMT) === S_IFDIR) this.safeDirs.add(dir);
-    }
-    return path.join(this.root, rel);
+  private perms(mode: number, type: number, op: Op & { path: string }): number {
+    const bits = mode & PERMS;
+    if (this.policy.preservePrivileges || !(bits & (S_ISUID | S_ISGID)) || type === S_IFDIR) return bits;
+    this.note('setid', op, 'setuid/setgid bits');
+    return bits & ~(S_ISUID | S_ISGID);
   }
 
-  private setTimes(rel: string, times: Times, seq: bigint): void {
-    posix.lutimensNs(this.entry(rel, seq), times[0], times[1]);
+  /** Says once per kind that the policy dropped something, and how to keep it. */
+  private note(kind: string, op: Op & { path: string }, what: string): void {
+    if (this.noted.has(kind)) return;
+    this.noted.add(kind);
+    this.log(`frame #${op.seq} ${frameTypeName(op.type)} ${JSON.stringify(op.path)}: ${what} are not applied (this one and every later one); pass --preserve-privileges to keep them`);
+  }
+
+  private setTimes(rel: string, times: Times): void {
+    this.tree.lutimens(rel, times[0], times[1]);
   }
 
   /** Makes room for a new entry: removes a non-directory in the way (a replica that diverged). */
-  private clearNonDir(p: string): void {
-    const st = lstatOrNull(p);
+  private clearNonDir(rel: string): void {
+    const st = this.tree.lstatOrNull(rel);
     if (!st) return;
-    if ((st.mode & S_IFMT) === S_IFDIR) throw new Error('a directory is in the way on the replica');
-    fs.unlinkSync(p);
+    if (fileType(st.mode) === S_IFDIR) throw new Error('a directory is in the way on the replica');
+    this.tree.unlink(rel);
   }
 
-  private ownAndTime(p: string, uid: number, gid: number, mode: number, times: Times): void {
-    this.lchown(p, uid, gid);
+  private ownAndTime(rel: string, uid: number, gid: number, mode: number, type: number, times: Times, op: Op & { path: string }): void {
+    this.lchown(rel, uid, gid);
     // chmod after chown: chown clears setuid/setgid bits.
-    fs.chmodSync(p, mode & PERMS);
-    posix.lutimensNs(p, times[0], times[1]);
+    this.tree.chmod(rel, this.perms(mode, type, op));
+    this.tree.lutimens(rel, times[0], times[1]);
   }
 
-  private lchown(p: string, uid: number, gid: number): void {
-    if (this.chownAllowed()) fs.lchownSync(p, uid, gid);
+  private lchown(rel: string, uid: number, gid: number): void {
+    if (this.chownAllowed()) this.tree.lchown(rel, uid, gid);
   }
 
   private fchown(fd: number, uid: number, gid: number): void {
@@ -314,8 +328,8 @@ export class Replayer {
   }
 
   private chownAllowed(): boolean {
-    if (!this.canChown && !this.warnedChown) {
-      this.warnedChown = true;
+    if (!this.canChown && !this.noted.has('owners')) {
+      this.noted.add('owners');
       this.log('not running as root: owners are not replicated');
     }
     return this.canChown;
@@ -329,7 +343,7 @@ export class Replayer {
       return undefined;
     }
     if (!h) throw new TfsError(ErrorCode.UNKNOWN_HANDLE, `handle ${handle} was never opened in this stream`, { seq });
-    if (h.fd === undefined && h.path !== null) h.fd = fs.openSync(this.entry(h.path, seq), O_WRONLY | O_NOFOLLOW);
+    if (h.fd === undefined && h.path !== null) h.fd = this.tree.open(h.path, O_WRONLY);
     return h.fd;
   }
 
@@ -372,14 +386,5 @@ function fallocateOrEmulate(fd: number, mode: number, offset: number, length: nu
     for (let at = offset; at < stop; at += zeros.length) fs.writeSync(fd, zeros, 0, Math.min(zeros.length, stop - at), at);
   } else if (!(mode & Falloc.KEEP_SIZE) && end > size) {
     fs.ftruncateSync(fd, end);
-  }
-}
-
-function lstatOrNull(p: string): fs.Stats | null {
-  try {
-    return fs.lstatSync(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
   }
 }

@@ -1,22 +1,24 @@
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { ErrorCode, TfsError, exitCodeFor } from './errors';
+import { writeStderr } from './log';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 /** Parses argv with node:util parseArgs; prints help and exits on --help; usage errors become TfsError USAGE. */
 export function parseCommandLine<O extends Options>(help: string, options: O, positionals: { min: number; max: number }) {
+  const hint = `${help.split('\n')[0]}\nTry --help for more.`;
   let parsed;
   try {
     parsed = parseArgs({ args: process.argv.slice(2), options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new TfsError(ErrorCode.USAGE, `${(err as Error).message}\n\n${help}`);
+    throw new TfsError(ErrorCode.USAGE, (err as Error).message, { hint });
   }
   if ((parsed.values as Record<string, unknown>)['help']) {
     process.stdout.write(help + '\n');
     process.exit(0);
   }
   if (parsed.positionals.length < positionals.min || parsed.positionals.length > positionals.max) {
-    throw new TfsError(ErrorCode.USAGE, `wrong number of arguments\n\n${help}`);
+    throw new TfsError(ErrorCode.USAGE, `expected ${positionals.min === positionals.max ? positionals.min : `${positionals.min} to ${positionals.max}`} arguments, got ${parsed.positionals.length}`, { hint });
   }
   return parsed as { values: { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : O[K] extends { multiple: true } ? string[] : string }; positionals: string[] };
 }
@@ -29,7 +31,8 @@ export function runMain(name: string, main: () => Promise<number | void>): void 
     },
     (err: unknown) => {
       const code = err instanceof TfsError ? ` [${err.code}]` : '';
-      process.stderr.write(`${name}: ${err instanceof Error ? err.message : String(err)}${code}\n`);
+      const hint = err instanceof TfsError && err.hint ? `${err.hint}\n` : '';
+      writeStderr(`${name}: ${err instanceof Error ? err.message : String(err)}${code}\n${hint}`);
       process.exit(exitCodeFor(err));
     },
   );

@@ -152,3 +152,27 @@ test('decodeOp names the frame and field that is wrong', () => {
   assert.throws(() => decodeOp(frameOf(0x7f as FrameType, {})), /unknown frame type 0x7f/);
   assert.throws(() => decodeOp(frameOf(FrameType.OPEN, [1, 2])), /not a map/);
 });
+
+test("the root itself ('') may only have its attributes changed, never be removed, renamed, created or written", () => {
+  const enc = new FrameEncoder(9n);
+  const decode = (type: FrameType, meta: unknown, data?: Uint8Array) => decodeOp([...new FrameDecoder().push(Buffer.from(enc.encode(type, meta, data)))][0]!);
+  const T = [1n, 2n];
+  const hostile = (e: unknown) => e instanceof TfsError && e.code === 'TFS_HOSTILE_PATH' && /names the tree's root itself/.test(e.message);
+  assert.throws(() => decode(FrameType.RMDIR, { p: '', pt: T }), hostile);
+  assert.throws(() => decode(FrameType.UNLINK, { p: '', pt: T }), hostile);
+  assert.throws(() => decode(FrameType.RENAME, { from: '', p: 'x', fl: 0, t: T, fpt: T, pt: T }), hostile);
+  assert.throws(() => decode(FrameType.RENAME, { from: 'x', p: '', fl: 0, t: T, fpt: T, pt: T }), hostile);
+  assert.throws(() => decode(FrameType.LINK, { from: '', p: 'x', pt: T }), hostile);
+  assert.throws(() => decode(FrameType.MKDIR, { p: '', m: 0o40755, u: 0, g: 0, t: T, pt: T }), hostile);
+  assert.throws(() => decode(FrameType.OPEN, { h: 1, p: '' }), hostile);
+  assert.throws(() => decode(FrameType.TRUNCATE, { p: '', s: 0, t: T }), hostile);
+  for (const [type, meta] of [
+    [FrameType.CHMOD, { p: '', m: 0o40755 }],
+    [FrameType.CHOWN, { p: '', u: 1, g: 1, m: 0o40755 }],
+    [FrameType.UTIMENS, { p: '', t: T }],
+    [FrameType.REMOVEXATTR, { p: '', n: 'user.x' }],
+  ] as const) {
+    assert.equal((decode(type, meta) as { path: string }).path, '');
+  }
+  assert.equal((decode(FrameType.SETXATTR, { p: '', n: 'user.x', fl: 0 }, Buffer.from('v')) as { path: string }).path, '');
+});

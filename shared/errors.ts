@@ -24,6 +24,12 @@ export const ErrorCode = {
   USAGE: 'TFS_USAGE',
   /** Refusing to write binary frames to a terminal. */
   TTY_OUTPUT: 'TFS_TTY_OUTPUT',
+  /** Refusing to read binary frames from a terminal. */
+  TTY_INPUT: 'TFS_TTY_INPUT',
+  /** A frame asks for something this mirror does not do without a flag saying so (device nodes). */
+  REFUSED: 'TFS_REFUSED',
+  /** Changes made on the store were not delivered to the journal's reader (it went away). */
+  NOT_DELIVERED: 'TFS_NOT_DELIVERED',
   /** The mount could not be set up (mountpoint busy, store missing, FUSE unavailable). */
   MOUNT_FAILED: 'TFS_MOUNT_FAILED',
   /** A peer (socket, client, broadcaster) misbehaved or went away. */
@@ -38,12 +44,15 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export class TfsError extends Error {
   readonly code: ErrorCode;
   readonly seq: bigint | undefined;
+  /** What the user can do about it, printed on the lines after the message. */
+  readonly hint: string | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { seq?: bigint; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { seq?: bigint; cause?: unknown; hint?: string } = {}) {
     super(options.seq === undefined ? message : `frame #${options.seq}: ${message}`, { cause: options.cause });
     this.name = 'TfsError';
     this.code = code;
     this.seq = options.seq;
+    this.hint = options.hint;
   }
 }
 
@@ -62,6 +71,7 @@ export function exitCodeFor(err: unknown): number {
   switch (err.code) {
     case ErrorCode.USAGE:
     case ErrorCode.TTY_OUTPUT:
+    case ErrorCode.TTY_INPUT:
       return ExitCode.USAGE;
     case ErrorCode.CORRUPT_FRAME:
     case ErrorCode.FRAME_TOO_LARGE:
@@ -72,6 +82,7 @@ export function exitCodeFor(err: unknown): number {
     case ErrorCode.HOSTILE_PATH:
     case ErrorCode.BAD_FRAME_FIELDS:
     case ErrorCode.UNKNOWN_HANDLE:
+    case ErrorCode.REFUSED:
       return ExitCode.BAD_STREAM;
     default:
       return ExitCode.FAILURE;

@@ -98,6 +98,12 @@ export type Op =
 /** An op without the fields the encoder supplies. */
 export type OpInput = Op extends infer O ? (O extends Op ? Omit<O, 'seq' | 'data'> : never) : never;
 
+/**
+ * Frame types that may name the tree's root itself (path ''): what a store's root can undergo
+ * through the mount. Anything else on '' (RMDIR, RENAME, CREATE...) is hostile.
+ */
+export const ROOT_TYPES: ReadonlySet<number> = new Set([FrameType.CHMOD, FrameType.CHOWN, FrameType.UTIMENS, FrameType.SETXATTR, FrameType.REMOVEXATTR]);
+
 /** Frame types that carry raw data after their metadata. */
 export const DATA_TYPES: ReadonlySet<number> = new Set([FrameType.WRITE, FrameType.SETXATTR]);
 
@@ -137,7 +143,11 @@ export function decodeOp(frame: Frame): Op {
       if (field.optional) continue;
       throw new TfsError(ErrorCode.BAD_FRAME_FIELDS, `${name}: field '${field.wire}' (${field.name}) is missing`, { seq: frame.seq });
     }
-    op[field.name] = convert(v, field, name, frame.seq);
+    const value = convert(v, field, name, frame.seq);
+    if (value === '' && field.kind === 'path' && !ROOT_TYPES.has(frame.type)) {
+      throw new TfsError(ErrorCode.HOSTILE_PATH, `${name}: field '${field.wire}' names the tree's root itself, which a ${name} cannot change`, { seq: frame.seq });
+    }
+    op[field.name] = value;
   }
   if (DATA_TYPES.has(frame.type)) op['data'] = frame.data;
   else if (frame.data.length > 0) {

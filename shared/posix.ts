@@ -1,18 +1,39 @@
 import path from 'node:path';
 
-/** System calls Node's fs lacks (shared/native/posix.c). Errors carry code/errno/syscall like Node's. */
+/**
+ * System calls Node's fs lacks (shared/native/posix.c). Path calls take a directory descriptor, a
+ * path relative to it ('' = the directory itself) and `confined` (resolve beneath the directory,
+ * no symlink anywhere on the way or at the end). Errors carry code/errno/syscall like Node's.
+ * Use them through Tree (shared/tree.ts).
+ */
 export interface Posix {
-  /** Sets atime and mtime (BigInt ns; UTIME_NOW = -1n, UTIME_OMIT = -2n) without following a final symlink. */
-  lutimensNs(path: string, atimeNs: bigint, mtimeNs: bigint): void;
-  futimensNs(fd: number, atimeNs: bigint, mtimeNs: bigint): void;
-  mknod(path: string, mode: number, rdev: number): void;
-  lsetxattr(path: string, name: string, value: Uint8Array, flags: number): void;
-  lgetxattr(path: string, name: string): Buffer;
+  openDir(path: string): number;
+  openAt(dirfd: number, path: string, confined: boolean, flags: number, mode: number): number;
+  /** lstat semantics, into a BigInt64Array of STAT_FIELDS (see StatField). */
+  statAt(dirfd: number, path: string, confined: boolean, out: BigInt64Array): void;
+  fstatInto(fd: number, out: BigInt64Array): void;
+  readdirAt(dirfd: number, path: string, confined: boolean): string[];
+  readlinkAt(dirfd: number, path: string, confined: boolean): string;
+  mkdirAt(dirfd: number, path: string, confined: boolean, mode: number): void;
+  mknodAt(dirfd: number, path: string, confined: boolean, mode: number, rdev: number): void;
+  symlinkAt(target: string, dirfd: number, path: string, confined: boolean): void;
+  unlinkAt(dirfd: number, path: string, confined: boolean, isDir: boolean): void;
+  renameAt(dirfd: number, from: string, to: string, confined: boolean, flags: number): void;
+  linkAt(dirfd: number, from: string, to: string, confined: boolean): void;
+  chownAt(dirfd: number, path: string, confined: boolean, uid: number, gid: number): void;
+  /** BigInt ns; UTIME_NOW = -1n, UTIME_OMIT = -2n. */
+  utimensAt(dirfd: number, path: string, confined: boolean, atimeNs: bigint, mtimeNs: bigint): void;
+  accessAt(dirfd: number, path: string, confined: boolean, mode: number): void;
+  chmodAt(dirfd: number, path: string, confined: boolean, mode: number): void;
+  setxattrAt(dirfd: number, path: string, confined: boolean, name: string, value: Uint8Array, flags: number): void;
+  removexattrAt(dirfd: number, path: string, confined: boolean, name: string): void;
+  getxattrAt(dirfd: number, path: string, confined: boolean, name: string): Buffer;
   /** NUL-terminated names. */
-  llistxattr(path: string): Buffer;
-  lremovexattr(path: string, name: string): void;
-  renameat2(from: string, to: string, flags: number): void;
+  listxattrAt(dirfd: number, path: string, confined: boolean): Buffer;
+  futimensNs(fd: number, atimeNs: bigint, mtimeNs: bigint): void;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /** A pipe: bytes written and not yet taken by its reader. A socket: its send queue (0 = all taken, while the peer lives). Else -1. */
+  unreadBytes(fd: number): number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -20,6 +41,9 @@ export const posix: Posix = require(path.join(__dirname, '..', '..', 'shared', '
 
 /** fallocate(2) mode bits. */
 export const Falloc = { KEEP_SIZE: 0x01, PUNCH_HOLE: 0x02, ZERO_RANGE: 0x10 } as const;
+
+/** renameat2(2) flags. */
+export const Rename = { NOREPLACE: 1, EXCHANGE: 2 } as const;
 
 /** Splits llistxattr's NUL-terminated list. */
 export function xattrNames(list: Buffer): string[] {

@@ -29,7 +29,7 @@ test('tfs-journal clears a stale mount left by a crashed daemon', { timeout: 30_
   const journal = await startJournal(t, store!, mnt!, devnull);
   fs.closeSync(devnull);
   fs.writeFileSync(path.join(mnt!, 'works'), 'yes');
-  assert.match(journal.stderr(), /clearing the stale mount/);
+  assert.match(journal.stderr(), /clearing the dead mount left at/);
   unmount(mnt!);
   assert.equal(await exitOf(journal), 0);
 });
@@ -65,7 +65,7 @@ test('SIGTERM unmounts, writes the end frame, exits 0; tfs-inspect shows every f
   assert.match(lines[0]!, /^#0 STREAM_HEADER .*version=1/);
   assert.match(lines[1]!, /^#1 CREATE +path="a file" mode=file 0644 uid=0 gid=0 .*caller=pid:\d+/);
   assert.match(lines[2]!, /^#2 OPEN +handle=1 path="a file"/);
-  assert.match(lines[3]!, /^#3 WRITE +handle=1 offset=0 .*data=131072B/, 'writes arrive in 128 KiB requests');
+  assert.match(lines[3]!, /^#3 WRITE +handle=1 file="a file" offset=0 .*data=131072B/, 'writes arrive in 128 KiB requests');
   assert.ok(lines.some((l) => /MKDIR +path="d" mode=dir 0755/.test(l)));
   assert.match(lines.at(-1)!, /END +reason="unmounted"/);
   const json = execFileSync(process.execPath, [BIN.inspect, '--json'], { input: fs.readFileSync(file), encoding: 'utf8' }).trim().split('\n').map((l) => JSON.parse(l));

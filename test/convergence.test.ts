@@ -38,8 +38,9 @@ function journalRun(store: string, file: string, steps: Step[]): void {
   const fd = fs.openSync(file, 'w');
   const sink = new FrameSink(fd, () => {});
   const header = { type: 0x01 as const, magic: 'tfs-journal', version: 1, streamId: `conv-${Math.random()}`, startNs: 0n, firstSeq: 1n };
-  sink.emit(header);
-  const ops = new JournalFs(store, sink, () => {}, () => ({ pid: 1, uid: 0, gid: 0 })).operations() as Required<Fuse.Operations>;
+  sink.start(header);
+  const journal = new JournalFs(store, sink, () => {}, () => ({ pid: 1, uid: 0, gid: 0 }));
+  const ops = journal.operations() as Required<Fuse.Operations>;
   const open: number[] = [];
   // What libfuse passes as the path of an open file: its current name, null once it has none.
   const names = new Map<number, string | null>();
@@ -83,12 +84,16 @@ function journalRun(store: string, file: string, steps: Step[]): void {
   }
   for (const h of open) ops.release(null, h, cb);
   sink.emit({ type: 0x02, reason: 'test' });
+  journal.close();
   fs.closeSync(fd);
 }
 
 async function* chunksOf(b: Buffer, size: number) {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
 }
+
+// Exact replicas, setuid bits included (the steps make some).
+const policy = { preservePrivileges: true };
 
 test('property: a replica replaying the journal of random operations converges to the store, also when cut off and resumed', { timeout: 300_000 }, async (t) => {
   const base = tempDir(t, 'converge');
@@ -102,11 +107,11 @@ test('property: a replica replaying the journal of random operations converges t
       const file = path.join(store!, '..', 'stream');
       journalRun(store!, file, steps);
       const bytes = fs.readFileSync(file);
-      await new Mirror({ replica: whole! }).run(chunksOf(bytes, chunk));
+      await new Mirror({ replica: whole!, policy }).run(chunksOf(bytes, chunk));
       assert.equal(treeDiff(store!, whole!), '');
       const cut = Math.floor(cutAt * bytes.length);
-      await new Mirror({ replica: resumed! }).run(chunksOf(bytes.subarray(0, cut), chunk)).catch(() => {});
-      await new Mirror({ replica: resumed! }).run(chunksOf(bytes, chunk));
+      await new Mirror({ replica: resumed!, policy }).run(chunksOf(bytes.subarray(0, cut), chunk)).catch(() => {});
+      await new Mirror({ replica: resumed!, policy }).run(chunksOf(bytes, chunk));
       assert.equal(treeDiff(store!, resumed!), '');
     }),
     { numRuns: Number(process.env['TFS_PROPERTY_RUNS'] ?? 60), seed: Number(process.env['TFS_TEST_SEED'] ?? 2009) },

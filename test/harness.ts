@@ -32,7 +32,8 @@ export function tempDir(t: TestContext, name: string): string {
     for (const child of started.get(t) ?? []) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     started.delete(t);
     for (const mnt of mountsBelow(dir)) unmount(mnt);
-    fs.rmSync(dir, { recursive: true, force: true });
+    // rm walks with *at calls (paths longer than PATH_MAX), and never crosses into a mount left behind.
+    execFileSync('rm', ['-rf', '--one-file-system', dir]);
   });
   return dir;
 }
@@ -77,15 +78,26 @@ export async function startJournal(t: TestContext, store: string, mnt: string, s
 }
 
 /**
- * `tfs-journal STORE MNT | command args`: the reader starts first and its stdin becomes the
- * journal's stdout. The test closes its own end of that pipe, so the reader sees the end of the
- * stream when the journal exits, and the journal sees its reader go away when the reader does.
+ * `tfs-journal STORE MNT | command args`, through a real pipe (a FIFO in `dir`), as a shell makes
+ * it: the journal's stdout is the pipe's write end and the reader's stdin its read end; each
+ * process holds the only copy of its end, so each sees the other go away.
  */
 export async function startPipeline(t: TestContext, store: string, mnt: string, command: string, args: string[], journalArgs: string[] = []): Promise<{ journal: Proc; reader: Proc }> {
-  const reader = start(t, command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
-  const journal = await startJournal(t, store, mnt, reader.child.stdin!, journalArgs);
-  reader.child.stdin!.destroy();
-  return { journal, reader };
+  const fifo = path.join(path.dirname(mnt), `.pipe-${path.basename(mnt)}`);
+  execFileSync('mkfifo', [fifo]);
+  const readEnd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const writeEnd = fs.openSync(fifo, fs.constants.O_WRONLY);
+  // The reader gets a blocking read end, as from a shell.
+  const blocking = fs.openSync(`/proc/self/fd/${readEnd}`, fs.constants.O_RDONLY);
+  fs.closeSync(readEnd);
+  fs.unlinkSync(fifo);
+  const reader = start(t, command, args, { stdio: [blocking, 'ignore', 'pipe'] });
+  fs.closeSync(blocking);
+  try {
+    return { journal: await startJournal(t, store, mnt, writeEnd, journalArgs), reader };
+  } finally {
+    fs.closeSync(writeEnd);
+  }
 }
 
 export function isMounted(mnt: string): boolean {

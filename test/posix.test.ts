@@ -3,11 +3,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { posix } from '../shared/posix';
+import { Rename } from '../shared/posix';
+import { Tree } from '../shared/tree';
 import { BIN, dirs, exitOf, startPipeline, tempDir, treeDiff, unmount } from './harness';
 
-const RENAME_NOREPLACE = 1;
-const RENAME_EXCHANGE = 2;
 
 const A = { uid: 1001, gid: 1001, groups: [] as number[] };
 const B = { uid: 1002, gid: 1002, groups: [2000] };
@@ -123,9 +122,14 @@ test('POSIX as other users through --allow-other: every result equals the same o
   const r = (n: string) => path.join(mnt!, n);
   fs.writeFileSync(r('r1'), '1');
   fs.writeFileSync(r('r2'), '2');
-  assert.throws(() => posix.renameat2(r('r1'), r('r2'), RENAME_NOREPLACE), /EEXIST/);
-  assert.throws(() => posix.renameat2(r('r1'), r('new'), RENAME_NOREPLACE), /EINVAL/);
-  assert.throws(() => posix.renameat2(r('r1'), r('r2'), RENAME_EXCHANGE), /EINVAL/);
+  const mount = new Tree(mnt!, false);
+  try {
+    assert.throws(() => mount.rename('r1', 'r2', Rename.NOREPLACE), /EEXIST/);
+    assert.throws(() => mount.rename('r1', 'new', Rename.NOREPLACE), /EINVAL/);
+    assert.throws(() => mount.rename('r1', 'r2', Rename.EXCHANGE), /EINVAL/);
+  } finally {
+    mount.close(); // an open descriptor would hold the mount after its lazy unmount
+  }
   assert.deepEqual([fs.readFileSync(r('r1'), 'utf8'), fs.readFileSync(r('r2'), 'utf8'), fs.existsSync(r('new'))], ['1', '2', false]);
   assert.ok(!fs.readdirSync(store!).some((n) => n.startsWith('.fuse_hidden')));
   unmount(mnt!);

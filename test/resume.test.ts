@@ -21,7 +21,7 @@ test('a mirror killed with SIGKILL at random moments, run again on the same stre
 
   const runMirror = (replica: string) => {
     const input = fs.openSync(streamFile, 'r');
-    const proc = start(t, process.execPath, [BIN.mirror, '--quiet', replica], { stdio: [input, 'ignore', 'pipe'] });
+    const proc = start(t, process.execPath, [BIN.mirror, '--quiet', '--preserve-privileges', replica], { stdio: [input, 'ignore', 'pipe'] });
     fs.closeSync(input);
     return proc;
   };

@@ -1,21 +1,35 @@
-// System calls that Node's fs module lacks, made synchronously for TFS:
-// nanosecond utimensat (with UTIME_NOW/UTIME_OMIT), mknod, l*xattr, and renameat2.
+// System calls that Node's fs module lacks, made synchronously for TFS.
+//
+// Every path call is relative to a directory descriptor (the store of a journal, the root of a
+// replica): the path given is what a frame or FUSE carries, never prefixed with the tree's own
+// absolute path, so a path of PATH_MAX-1 bytes inside the tree works however deep the tree lies.
+// With `confined`, every component on the way is resolved beneath the directory and none may be
+// a symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), and the final
+// component is never followed: a replica cannot be made to touch anything outside itself, even by
+// a symlink swapped in between a check and a use (there is no check: the kernel resolves once).
+//
 // Errors are thrown like Node's own: err.code ('ENOENT'), err.errno (negative), err.syscall, err.path.
 #include <node_api.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
+#include <linux/sockios.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #define PATH_CAP (PATH_MAX + 1)
 #define XATTR_NAME_CAP 256
 #define XATTR_VALUE_CAP 65536
+#define CONFINED (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
 static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
   const char *name = strerrorname_np(err);
@@ -51,6 +65,30 @@ static int get_string(napi_env env, napi_value v, char *buf, size_t cap) {
   return 0;
 }
 
+static int get_int(napi_env env, napi_value v, int32_t *out) {
+  if (napi_get_value_int32(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected an integer");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_i64(napi_env env, napi_value v, int64_t *out) {
+  if (napi_get_value_int64(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected an integer");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_bool(napi_env env, napi_value v, bool *out) {
+  if (napi_get_value_bool(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a boolean");
+    return -1;
+  }
+  return 0;
+}
+
 // A time argument: BigInt nanoseconds since the epoch, -1n for UTIME_NOW, -2n for UTIME_OMIT.
 static int get_time(napi_env env, napi_value v, struct timespec *ts) {
   int64_t ns;
@@ -72,64 +110,365 @@ static int get_time(napi_env env, napi_value v, struct timespec *ts) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL); \
   if (argc < n) { napi_throw_type_error(env, NULL, "missing arguments"); return NULL; }
 
-// lutimensNs(path, atimeNs, mtimeNs): set both times without following a final symlink.
-static napi_value lutimens_ns(napi_env env, napi_callback_info info) {
-  ARGS(3)
-  char path[PATH_CAP];
-  struct timespec ts[2];
-  if (get_string(env, argv[0], path, sizeof path) || get_time(env, argv[1], &ts[0]) || get_time(env, argv[2], &ts[1])) return NULL;
-  if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", path);
-  return NULL;
+static int openat2_(int dirfd, const char *path, int flags, mode_t mode, uint64_t resolve) {
+  struct open_how how = { .flags = (uint64_t) flags, .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0, .resolve = resolve };
+  return (int) syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
-// futimensNs(fd, atimeNs, mtimeNs)
-static napi_value futimens_ns(napi_env env, napi_callback_info info) {
-  ARGS(3)
+// A path inside a tree, resolved to a directory descriptor and a final name that *at() calls take
+// without following it. Unconfined, the descriptor is the tree's and the name the whole relative
+// path (one syscall, the kernel walks it); confined, the parent is opened by openat2 beneath the
+// tree with no symlinks, and the name is the last component. '' names the tree itself.
+typedef struct {
+  int dirfd;
+  bool own;  // dirfd was opened here and must be closed
+  const char *name;
+  char path[PATH_CAP];
+} at_t;
+
+static int at_resolve(napi_env env, napi_value vfd, napi_value vpath, napi_value vconfined, at_t *at) {
   int32_t fd;
-  struct timespec ts[2];
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) { napi_throw_type_error(env, NULL, "expected an fd"); return NULL; }
-  if (get_time(env, argv[1], &ts[0]) || get_time(env, argv[2], &ts[1])) return NULL;
-  if (futimens(fd, ts) != 0) return throw_errno(env, errno, "futimens", NULL);
-  return NULL;
+  bool confined;
+  if (get_int(env, vfd, &fd) || get_string(env, vpath, at->path, sizeof at->path) || get_bool(env, vconfined, &confined)) return -1;
+  at->dirfd = fd;
+  at->own = false;
+  at->name = at->path;
+  if (!confined || at->path[0] == '\0') return 0;
+  char *slash = strrchr(at->path, '/');
+  int parent;
+  if (slash == NULL) {
+    parent = openat2_(fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC, 0, CONFINED);
+  } else {
+    *slash = '\0';
+    parent = openat2_(fd, at->path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, CONFINED);
+    *slash = '/';
+    at->name = slash + 1;
+  }
+  if (parent < 0) {
+    throw_errno(env, errno, "openat2", at->path);
+    return -1;
+  }
+  at->dirfd = parent;
+  at->own = true;
+  return 0;
 }
 
-// mknod(path, mode, rdev): fifos, sockets and device nodes.
-static napi_value mknod_(napi_env env, napi_callback_info info) {
-  ARGS(3)
+static void at_done(at_t *at) {
+  if (at->own) close(at->dirfd);
+}
+
+// Flags for *at() calls on the resolved name: '' (the tree itself) needs AT_EMPTY_PATH.
+static int at_flags(const at_t *at, int flags) {
+  return at->name[0] == '\0' ? flags | AT_EMPTY_PATH : flags;
+}
+
+// The resolved name, or "." for the tree itself (for calls without AT_EMPTY_PATH).
+static const char *at_name(const at_t *at) {
+  return at->name[0] ? at->name : ".";
+}
+
+#define AT_CALL(call, syscall_name) \
+  int rc = (call); \
+  int err = errno; \
+  at_done(&at); \
+  if (rc != 0) return throw_errno(env, err, syscall_name, at.path); \
+  return NULL;
+
+static napi_value fd_value(napi_env env, int fd) {
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+// openDir(path) -> fd: a tree's root directory, for the calls below.
+static napi_value open_dir(napi_env env, napi_callback_info info) {
+  ARGS(1)
   char path[PATH_CAP];
-  uint32_t mode;
-  int64_t rdev;
   if (get_string(env, argv[0], path, sizeof path)) return NULL;
-  napi_get_value_uint32(env, argv[1], &mode);
-  napi_get_value_int64(env, argv[2], &rdev);
-  if (mknod(path, mode, (dev_t) rdev) != 0) return throw_errno(env, errno, "mknod", path);
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open", path);
+  return fd_value(env, fd);
+}
+
+// openAt(dirfd, path, confined, flags, mode) -> fd. Confined, the final component is not followed either.
+static napi_value open_at(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  int32_t dirfd, flags, mode;
+  bool confined;
+  char path[PATH_CAP];
+  if (get_int(env, argv[0], &dirfd) || get_string(env, argv[1], path, sizeof path) || get_bool(env, argv[2], &confined) ||
+      get_int(env, argv[3], &flags) || get_int(env, argv[4], &mode)) return NULL;
+  const char *p = path[0] == '\0' ? "." : path;
+  int fd = confined ? openat2_(dirfd, p, flags | O_NOFOLLOW | O_CLOEXEC, (mode_t) mode, CONFINED)
+                    : openat(dirfd, p, flags | O_CLOEXEC, (mode_t) mode);
+  if (fd < 0) return throw_errno(env, errno, confined ? "openat2" : "openat", path);
+  return fd_value(env, fd);
+}
+
+// The stat fields JavaScript reads, in this order, into a BigInt64Array of STAT_FIELDS.
+#define STAT_FIELDS 13
+static napi_value fill_stat(napi_env env, napi_value array, const struct stat *st) {
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, array, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_bigint64_array || length < STAT_FIELDS) {
+    napi_throw_type_error(env, NULL, "expected a BigInt64Array of 13");
+    return NULL;
+  }
+  int64_t *o = data;
+  o[0] = (int64_t) st->st_dev;
+  o[1] = (int64_t) st->st_ino;
+  o[2] = st->st_mode;
+  o[3] = (int64_t) st->st_nlink;
+  o[4] = st->st_uid;
+  o[5] = st->st_gid;
+  o[6] = (int64_t) st->st_rdev;
+  o[7] = st->st_size;
+  o[8] = st->st_blksize;
+  o[9] = st->st_blocks;
+  o[10] = st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec;
+  o[11] = st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+  o[12] = st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
   return NULL;
 }
 
-// lsetxattr(path, name, value: Buffer, flags)
-static napi_value lsetxattr_(napi_env env, napi_callback_info info) {
+// statAt(dirfd, path, confined, out): lstat semantics.
+static napi_value stat_at(napi_env env, napi_callback_info info) {
   ARGS(4)
-  char path[PATH_CAP], name[XATTR_NAME_CAP];
+  at_t at;
+  if (at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  struct stat st;
+  int rc = fstatat(at.dirfd, at.name, &st, at_flags(&at, AT_SYMLINK_NOFOLLOW));
+  int err = errno;
+  at_done(&at);
+  if (rc != 0) return throw_errno(env, err, "fstatat", at.path);
+  return fill_stat(env, argv[3], &st);
+}
+
+// fstatInto(fd, out)
+static napi_value fstat_into(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  int32_t fd;
+  if (get_int(env, argv[0], &fd)) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return throw_errno(env, errno, "fstat", NULL);
+  return fill_stat(env, argv[1], &st);
+}
+
+// readdirAt(dirfd, path, confined) -> names (without . and ..)
+static napi_value readdir_at(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  at_t at;
+  if (at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  int fd = openat(at.dirfd, at_name(&at), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int err = errno;
+  at_done(&at);
+  if (fd < 0) return throw_errno(env, err, "openat", at.path);
+  DIR *d = fdopendir(fd);
+  if (d == NULL) { err = errno; close(fd); return throw_errno(env, err, "fdopendir", at.path); }
+  napi_value out;
+  napi_create_array(env, &out);
+  uint32_t n = 0;
+  struct dirent *e;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0'))) continue;
+    napi_value name;
+    napi_create_string_utf8(env, e->d_name, NAPI_AUTO_LENGTH, &name);
+    napi_set_element(env, out, n++, name);
+  }
+  err = errno;
+  closedir(d);
+  if (err != 0) return throw_errno(env, err, "readdir", at.path);
+  return out;
+}
+
+// readlinkAt(dirfd, path, confined) -> target
+static napi_value readlink_at(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  at_t at;
+  if (at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  char target[PATH_CAP];
+  ssize_t n = readlinkat(at.dirfd, at.name, target, sizeof target - 1);
+  int err = errno;
+  at_done(&at);
+  if (n < 0) return throw_errno(env, err, "readlinkat", at.path);
+  napi_value out;
+  napi_create_string_utf8(env, target, (size_t) n, &out);
+  return out;
+}
+
+// mkdirAt(dirfd, path, confined, mode)
+static napi_value mkdir_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  int32_t mode;
+  at_t at;
+  if (get_int(env, argv[3], &mode) || at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  AT_CALL(mkdirat(at.dirfd, at.name, (mode_t) mode), "mkdirat")
+}
+
+// mknodAt(dirfd, path, confined, mode, rdev): fifos, sockets and device nodes.
+static napi_value mknod_at(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  int32_t mode;
+  int64_t rdev;
+  at_t at;
+  if (get_int(env, argv[3], &mode) || get_i64(env, argv[4], &rdev) || at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  AT_CALL(mknodat(at.dirfd, at.name, (mode_t) mode, (dev_t) rdev), "mknodat")
+}
+
+// symlinkAt(target, dirfd, path, confined)
+static napi_value symlink_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  char target[PATH_CAP];
+  at_t at;
+  if (get_string(env, argv[0], target, sizeof target) || at_resolve(env, argv[1], argv[2], argv[3], &at)) return NULL;
+  AT_CALL(symlinkat(target, at.dirfd, at.name), "symlinkat")
+}
+
+// unlinkAt(dirfd, path, confined, isDir): unlink, or rmdir when isDir.
+static napi_value unlink_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  bool dir;
+  at_t at;
+  if (get_bool(env, argv[3], &dir) || at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  AT_CALL(unlinkat(at.dirfd, at.name, dir ? AT_REMOVEDIR : 0), dir ? "rmdir" : "unlinkat")
+}
+
+// renameAt(dirfd, from, to, confined, flags): renameat2 (RENAME_NOREPLACE 1, RENAME_EXCHANGE 2).
+static napi_value rename_at(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  int32_t flags;
+  at_t from, to;
+  if (get_int(env, argv[4], &flags) || at_resolve(env, argv[0], argv[1], argv[3], &from)) return NULL;
+  if (at_resolve(env, argv[0], argv[2], argv[3], &to)) { at_done(&from); return NULL; }
+  int rc = renameat2(from.dirfd, from.name, to.dirfd, to.name, (unsigned) flags);
+  int err = errno;
+  at_done(&from);
+  at_done(&to);
+  if (rc != 0) return throw_errno(env, err, "renameat2", from.path);
+  return NULL;
+}
+
+// linkAt(dirfd, from, to, confined): a hard link; a final symlink is linked, never followed.
+static napi_value link_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  at_t from, to;
+  if (at_resolve(env, argv[0], argv[1], argv[3], &from)) return NULL;
+  if (at_resolve(env, argv[0], argv[2], argv[3], &to)) { at_done(&from); return NULL; }
+  int rc = linkat(from.dirfd, from.name, to.dirfd, to.name, 0);
+  int err = errno;
+  at_done(&from);
+  at_done(&to);
+  if (rc != 0) return throw_errno(env, err, "linkat", to.path);
+  return NULL;
+}
+
+// chownAt(dirfd, path, confined, uid, gid): -1 leaves one unchanged; a final symlink is not followed.
+static napi_value chown_at(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  int32_t uid, gid;
+  at_t at;
+  if (get_int(env, argv[3], &uid) || get_int(env, argv[4], &gid) || at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  AT_CALL(fchownat(at.dirfd, at.name, (uid_t) uid, (gid_t) gid, at_flags(&at, AT_SYMLINK_NOFOLLOW)), "fchownat")
+}
+
+// utimensAt(dirfd, path, confined, atimeNs, mtimeNs): a final symlink is not followed.
+static napi_value utimens_at(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  struct timespec ts[2];
+  at_t at;
+  if (get_time(env, argv[3], &ts[0]) || get_time(env, argv[4], &ts[1]) || at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  AT_CALL(utimensat(at.dirfd, at_name(&at), ts, AT_SYMLINK_NOFOLLOW), "utimensat")
+}
+
+// accessAt(dirfd, path, confined, mode)
+static napi_value access_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  int32_t mode;
+  at_t at;
+  if (get_int(env, argv[3], &mode) || at_resolve(env, argv[0], argv[1], argv[2], &at)) return NULL;
+  AT_CALL(faccessat(at.dirfd, at_name(&at), mode, AT_SYMLINK_NOFOLLOW), "faccessat")
+}
+
+// The entry itself (never what a final symlink points to) as an O_PATH descriptor, and a path
+// that names it for the calls that have no *at() form: chmod and the xattr calls. Following
+// /proc/self/fd/N lands on the entry, also when it is a symlink.
+typedef struct {
+  int fd;
+  char proc[64];
+} entry_t;
+
+static int entry_open(napi_env env, at_t *at, entry_t *e, const char *syscall) {
+  e->fd = openat(at->dirfd, at_name(at), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  int err = errno;
+  at_done(at);
+  if (e->fd < 0) {
+    throw_errno(env, err, syscall, at->path);
+    return -1;
+  }
+  snprintf(e->proc, sizeof e->proc, "/proc/self/fd/%d", e->fd);
+  return 0;
+}
+
+#define ENTRY_CALL(call, syscall_name) \
+  int rc = (call); \
+  int err = errno; \
+  close(e.fd); \
+  if (rc != 0) return throw_errno(env, err, syscall_name, at.path); \
+  return NULL;
+
+// chmodAt(dirfd, path, confined, mode): Linux cannot chmod a symlink; EOPNOTSUPP, never followed.
+static napi_value chmod_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  int32_t mode;
+  at_t at;
+  entry_t e;
+  if (get_int(env, argv[3], &mode) || at_resolve(env, argv[0], argv[1], argv[2], &at) || entry_open(env, &at, &e, "chmod")) return NULL;
+  struct stat st;
+  if (fstat(e.fd, &st) != 0) { int err = errno; close(e.fd); return throw_errno(env, err, "fstat", at.path); }
+  if (S_ISLNK(st.st_mode)) { close(e.fd); return throw_errno(env, EOPNOTSUPP, "chmod", at.path); }
+  ENTRY_CALL(chmod(e.proc, (mode_t) mode), "chmod")
+}
+
+// setxattrAt(dirfd, path, confined, name, value: Buffer, flags)
+static napi_value setxattr_at(napi_env env, napi_callback_info info) {
+  ARGS(6)
+  char name[XATTR_NAME_CAP];
   void *data;
   size_t len;
   int32_t flags;
-  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
-  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) { napi_throw_type_error(env, NULL, "expected a Buffer value"); return NULL; }
-  napi_get_value_int32(env, argv[3], &flags);
-  if (lsetxattr(path, name, data, len, flags) != 0) return throw_errno(env, errno, "lsetxattr", path);
-  return NULL;
+  at_t at;
+  entry_t e;
+  if (get_string(env, argv[3], name, sizeof name) || get_int(env, argv[5], &flags)) return NULL;
+  if (napi_get_buffer_info(env, argv[4], &data, &len) != napi_ok) { napi_throw_type_error(env, NULL, "expected a Buffer value"); return NULL; }
+  if (at_resolve(env, argv[0], argv[1], argv[2], &at) || entry_open(env, &at, &e, "setxattr")) return NULL;
+  ENTRY_CALL(setxattr(e.proc, name, data, len, flags), "setxattr")
 }
 
-// The result of an xattr read of at most XATTR_VALUE_CAP bytes, as a Buffer (or a thrown error).
-typedef ssize_t (*xattr_reader)(const char *path, const char *name, char *buf);
-static ssize_t read_value(const char *path, const char *name, char *buf) { return lgetxattr(path, name, buf, XATTR_VALUE_CAP); }
-static ssize_t read_names(const char *path, const char *name, char *buf) { (void) name; return llistxattr(path, buf, XATTR_VALUE_CAP); }
+// removexattrAt(dirfd, path, confined, name)
+static napi_value removexattr_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  char name[XATTR_NAME_CAP];
+  at_t at;
+  entry_t e;
+  if (get_string(env, argv[3], name, sizeof name)) return NULL;
+  if (at_resolve(env, argv[0], argv[1], argv[2], &at) || entry_open(env, &at, &e, "removexattr")) return NULL;
+  ENTRY_CALL(removexattr(e.proc, name), "removexattr")
+}
 
-static napi_value xattr_buffer(napi_env env, xattr_reader reader, const char *syscall, const char *path, const char *name) {
+// An xattr read of at most XATTR_VALUE_CAP bytes as a Buffer: one value (name) or the list of names (NULL).
+static napi_value xattr_read(napi_env env, napi_value *argv, const char *name) {
+  const char *syscall = name ? "getxattr" : "listxattr";
+  at_t at;
+  entry_t e;
+  if (at_resolve(env, argv[0], argv[1], argv[2], &at) || entry_open(env, &at, &e, syscall)) return NULL;
   char *buf = malloc(XATTR_VALUE_CAP);
-  if (!buf) return throw_errno(env, ENOMEM, syscall, path);
-  ssize_t n = reader(path, name, buf);
-  if (n < 0) { int e = errno; free(buf); return throw_errno(env, e, syscall, path); }
+  if (!buf) { close(e.fd); return throw_errno(env, ENOMEM, syscall, at.path); }
+  ssize_t n = name ? getxattr(e.proc, name, buf, XATTR_VALUE_CAP) : listxattr(e.proc, buf, XATTR_VALUE_CAP);
+  int err = errno;
+  close(e.fd);
+  if (n < 0) { free(buf); return throw_errno(env, err, syscall, at.path); }
   napi_value out;
   void *dst;
   napi_create_buffer_copy(env, (size_t) n, buf, &dst, &out);
@@ -137,28 +476,27 @@ static napi_value xattr_buffer(napi_env env, xattr_reader reader, const char *sy
   return out;
 }
 
-// lgetxattr(path, name) -> Buffer
-static napi_value lgetxattr_(napi_env env, napi_callback_info info) {
-  ARGS(2)
-  char path[PATH_CAP], name[XATTR_NAME_CAP];
-  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
-  return xattr_buffer(env, read_value, "lgetxattr", path, name);
+// getxattrAt(dirfd, path, confined, name) -> Buffer
+static napi_value getxattr_at(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  char name[XATTR_NAME_CAP];
+  if (get_string(env, argv[3], name, sizeof name)) return NULL;
+  return xattr_read(env, argv, name);
 }
 
-// llistxattr(path) -> Buffer of NUL-terminated names
-static napi_value llistxattr_(napi_env env, napi_callback_info info) {
-  ARGS(1)
-  char path[PATH_CAP];
-  if (get_string(env, argv[0], path, sizeof path)) return NULL;
-  return xattr_buffer(env, read_names, "llistxattr", path, NULL);
+// listxattrAt(dirfd, path, confined) -> Buffer of NUL-terminated names
+static napi_value listxattr_at(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  return xattr_read(env, argv, NULL);
 }
 
-// lremovexattr(path, name)
-static napi_value lremovexattr_(napi_env env, napi_callback_info info) {
-  ARGS(2)
-  char path[PATH_CAP], name[XATTR_NAME_CAP];
-  if (get_string(env, argv[0], path, sizeof path) || get_string(env, argv[1], name, sizeof name)) return NULL;
-  if (lremovexattr(path, name) != 0) return throw_errno(env, errno, "lremovexattr", path);
+// futimensNs(fd, atimeNs, mtimeNs)
+static napi_value futimens_ns(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  int32_t fd;
+  struct timespec ts[2];
+  if (get_int(env, argv[0], &fd) || get_time(env, argv[1], &ts[0]) || get_time(env, argv[2], &ts[1])) return NULL;
+  if (futimens(fd, ts) != 0) return throw_errno(env, errno, "futimens", NULL);
   return NULL;
 }
 
@@ -167,37 +505,58 @@ static napi_value fallocate_(napi_env env, napi_callback_info info) {
   ARGS(4)
   int32_t fd, mode;
   int64_t offset, length;
-  napi_get_value_int32(env, argv[0], &fd);
-  napi_get_value_int32(env, argv[1], &mode);
-  napi_get_value_int64(env, argv[2], &offset);
-  napi_get_value_int64(env, argv[3], &length);
+  if (get_int(env, argv[0], &fd) || get_int(env, argv[1], &mode) || get_i64(env, argv[2], &offset) || get_i64(env, argv[3], &length)) return NULL;
   if (fallocate(fd, mode, (off_t) offset, (off_t) length) != 0) return throw_errno(env, errno, "fallocate", NULL);
   return NULL;
 }
 
-// renameat2(from, to, flags): RENAME_NOREPLACE (1), RENAME_EXCHANGE (2).
-static napi_value renameat2_(napi_env env, napi_callback_info info) {
-  ARGS(3)
-  char from[PATH_CAP], to[PATH_CAP];
-  uint32_t flags;
-  if (get_string(env, argv[0], from, sizeof from) || get_string(env, argv[1], to, sizeof to)) return NULL;
-  napi_get_value_uint32(env, argv[2], &flags);
-  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, flags) != 0) return throw_errno(env, errno, "renameat2", from);
-  return NULL;
+// unreadBytes(fd) -> for a pipe, the bytes written that its reader has not taken (FIONREAD answers
+// on either end, also once the reader has closed); for a socket, its send queue (SIOCOUTQ: kernel
+// memory, not bytes, and emptied when the peer closes: only 0 while the peer lives means "all
+// taken"); -1 for anything else.
+static napi_value unread_bytes(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  int32_t fd;
+  if (get_int(env, argv[0], &fd)) return NULL;
+  struct stat st;
+  int n = -1;
+  if (fstat(fd, &st) == 0) {
+    if (S_ISFIFO(st.st_mode) && ioctl(fd, FIONREAD, &n) != 0) n = -1;
+    if (S_ISSOCK(st.st_mode) && ioctl(fd, SIOCOUTQ, &n) != 0) n = -1;
+  }
+  napi_value out;
+  napi_create_int32(env, n, &out);
+  return out;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
+#define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
   napi_property_descriptor props[] = {
-    { "lutimensNs", NULL, lutimens_ns, NULL, NULL, NULL, napi_default, NULL },
-    { "futimensNs", NULL, futimens_ns, NULL, NULL, NULL, napi_default, NULL },
-    { "mknod", NULL, mknod_, NULL, NULL, NULL, napi_default, NULL },
-    { "lsetxattr", NULL, lsetxattr_, NULL, NULL, NULL, napi_default, NULL },
-    { "lgetxattr", NULL, lgetxattr_, NULL, NULL, NULL, napi_default, NULL },
-    { "llistxattr", NULL, llistxattr_, NULL, NULL, NULL, napi_default, NULL },
-    { "lremovexattr", NULL, lremovexattr_, NULL, NULL, NULL, napi_default, NULL },
-    { "renameat2", NULL, renameat2_, NULL, NULL, NULL, napi_default, NULL },
-    { "fallocate", NULL, fallocate_, NULL, NULL, NULL, napi_default, NULL },
+    FN("openDir", open_dir),
+    FN("openAt", open_at),
+    FN("statAt", stat_at),
+    FN("fstatInto", fstat_into),
+    FN("readdirAt", readdir_at),
+    FN("readlinkAt", readlink_at),
+    FN("mkdirAt", mkdir_at),
+    FN("mknodAt", mknod_at),
+    FN("symlinkAt", symlink_at),
+    FN("unlinkAt", unlink_at),
+    FN("renameAt", rename_at),
+    FN("linkAt", link_at),
+    FN("chownAt", chown_at),
+    FN("utimensAt", utimens_at),
+    FN("accessAt", access_at),
+    FN("chmodAt", chmod_at),
+    FN("setxattrAt", setxattr_at),
+    FN("removexattrAt", removexattr_at),
+    FN("getxattrAt", getxattr_at),
+    FN("listxattrAt", listxattr_at),
+    FN("futimensNs", futimens_ns),
+    FN("fallocate", fallocate_),
+    FN("unreadBytes", unread_bytes),
   };
+#undef FN
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }
