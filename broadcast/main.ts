@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { intOption, parseCommandLine, runMain } from '../shared/cli';
 import { ErrorCode, TfsError } from '../shared/errors';
+import { stderrLogger } from '../shared/log';
 import { Broadcaster, SlowClientPolicy } from './server';
 
 const HELP = `Usage: tfs-broadcast [options] SOCKET < STREAM
@@ -29,7 +30,7 @@ runMain('tfs-broadcast', async () => {
   );
   const slowClient = (values['slow-client'] ?? SlowClientPolicy.WAIT) as SlowClientPolicy;
   if (!Object.values(SlowClientPolicy).includes(slowClient)) throw new TfsError(ErrorCode.USAGE, `--slow-client must be wait or disconnect`);
-  const log = (m: string) => process.stderr.write(`tfs-broadcast: ${m}\n`);
+  const log = stderrLogger('tfs-broadcast');
   const broadcaster = new Broadcaster({
     socketPath: positionals[0]!,
     minClients: intOption(values['min-clients'], 'min-clients', 0),

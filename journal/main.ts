@@ -2,7 +2,7 @@
 import tty from 'node:tty';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { parseCommandLine, runMain } from '../shared/cli';
-import { stderrLogger } from '../shared/log';
+import { count, stderrLogger } from '../shared/log';
 import { startJournal } from './mount';
 
 const HELP = `Usage: tfs-journal [options] STORE MNT
@@ -50,7 +50,7 @@ runMain('tfs-journal', async () => {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => journal.stop());
   const loss = await journal.done;
   if (loss !== null) {
-    throw new TfsError(ErrorCode.NOT_DELIVERED, `unmounted; ${loss.count} ${loss.count === 1 ? 'change was' : 'changes were'} made on the store but not delivered: frames from #${loss.firstSeq} on never reached the reader`, {
+    throw new TfsError(ErrorCode.NOT_DELIVERED, `unmounted; ${count(loss.count, 'change')} made on the store ${loss.count === 1 ? 'was' : 'were'} not delivered: frames from #${loss.firstSeq} on never reached the reader`, {
       hint: 'The replica stops before that frame: bring it up to date with a copy of the store (see "What happens when" in the README).',
     });
   }

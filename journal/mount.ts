@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
 import { FrameSink, Loss } from './sink';
+import { stderrLogger } from '../shared/log';
 import { JournalFs } from './filesystem';
 
 export interface JournalOptions {
@@ -107,7 +108,7 @@ function checkPaths(storeArg: string, mountArg: string, log: (m: string) => void
 
 /** Mounts the journal and starts streaming. Resolves once the mount is up; writes nothing before. */
 export async function startJournal(options: JournalOptions): Promise<RunningJournal> {
-  const log = options.log ?? ((m: string) => process.stderr.write(m + '\n'));
+  const log = options.log ?? stderrLogger('tfs-journal');
   const raw = checkFuseOptions(options.fuseOptions ?? []);
   const allowOther = (options.allowOther ?? false) || raw.allowOther;
   const { store, mountpoint } = checkPaths(options.store, options.mountpoint, log);

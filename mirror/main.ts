@@ -2,7 +2,7 @@
 import tty from 'node:tty';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { parseCommandLine, runMain } from '../shared/cli';
-import { stderrLogger } from '../shared/log';
+import { count, stderrLogger } from '../shared/log';
 import { Mirror, defaultStatePath } from './mirror';
 import { SocketSource, Source, helloFrame } from './source';
 
@@ -68,7 +68,7 @@ runMain('tfs-mirror', async () => {
   }
   try {
     const result = await mirror.run(source);
-    log(`end of stream ${result.streamId}: applied ${result.applied} frames, skipped ${result.skipped} already applied, at #${result.seq}`);
+    log(`end of stream ${result.streamId}: applied ${count(result.applied, 'frame')}, skipped ${result.skipped} already applied, at #${result.seq}`);
   } catch (err) {
     if (!stoppedBy) throw err;
     log(`stopped by ${stoppedBy} after frame #${mirror.position}, cursor recorded; run the same command again to resume`);

@@ -25,3 +25,8 @@ export function writeStderr(text: string): void {
 export function stderrLogger(name: string): (message: string) => void {
   return (message) => writeStderr(`${name}: ${message}\n`);
 }
+
+/** "1 frame", "2 frames". */
+export function count(n: number | bigint, noun: string): string {
+  return `${n} ${noun}${n === 1 || n === 1n ? '' : 's'}`;
+}

@@ -94,3 +94,81 @@ test('tfs-mirror exits 3 naming the frame for a cut-off, corrupt or hostile stre
   assert.equal(run('usage', Buffer.alloc(0), ['--bogus']).status, 2);
   assert.equal(run('ok', good.bytes()).status, 0);
 });
+
+test('tfs-mirror and tfs-inspect refuse a terminal on stdin; usage errors say what is wrong in one line, then how to get help', { timeout: 30_000 }, (t) => {
+  const base = tempDir(t, 'cli');
+  const tty = (cmd: string) => spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' });
+  const mirror = tty(`${process.execPath} ${BIN.mirror} ${path.join(base, 'r')}`);
+  assert.equal(mirror.status, 2);
+  assert.match(mirror.stdout, /refusing to read frames from a terminal.*\[TFS_TTY_INPUT\]/);
+  assert.equal(fs.existsSync(path.join(base, '.r.tfs-mirror.db')), false);
+  const inspect = tty(`${process.execPath} ${BIN.inspect}`);
+  assert.equal(inspect.status, 2);
+  assert.match(inspect.stdout, /\[TFS_TTY_INPUT\]/);
+  const usage = spawnSync(process.execPath, [BIN.mirror, '--bogus', 'x'], { encoding: 'utf8' });
+  assert.equal(usage.status, 2);
+  const lines = usage.stderr.trim().split('\n');
+  assert.match(lines[0]!, /^tfs-mirror: Unknown option '--bogus'.* \[TFS_USAGE\]$/);
+  assert.match(lines[1]!, /^Usage: tfs-mirror /);
+  assert.equal(lines.length, 3, 'not the whole help text');
+  const help = spawnSync(process.execPath, [BIN.journal, '--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0);
+  for (const said of [/SIGHUP/, /Exit status/, /terminal/, /Transport\s+endpoint\s+is\s+not\s+connected/]) assert.match(help.stdout, said);
+});
+
+test('tfs-inspect exits 3 on empty or cut-off input, after printing every whole frame', { timeout: 30_000 }, () => {
+  const T = [1n, 2n] as const;
+  const s = new StreamBuilder().add({ type: FrameType.MKDIR, path: 'd', mode: 0o40755, uid: 0, gid: 0, times: T, parentTimes: T }).end();
+  const run = (input: Buffer) => spawnSync(process.execPath, [BIN.inspect], { input, encoding: 'utf8' });
+  const empty = run(Buffer.alloc(0));
+  assert.equal(empty.status, 3);
+  assert.match(empty.stderr, /empty input.*\[TFS_TRUNCATED\]/);
+  const noEnd = run(Buffer.concat(s.list.slice(0, 2)));
+  assert.equal(noEnd.status, 3);
+  assert.match(noEnd.stdout, /#1 MKDIR/);
+  assert.match(noEnd.stderr, /cut off after 2 frames, without an end frame \[TFS_TRUNCATED\]/);
+  const whole = run(s.bytes());
+  assert.equal(whole.status, 0, whole.stderr);
+});
+
+test('tfs-mirror: a symlink planted in the replica is hostile input (exit 3, TFS_HOSTILE_PATH, naming the frame); device nodes need --allow-devices', { timeout: 30_000 }, (t) => {
+  const base = tempDir(t, 'mirror-hostile');
+  const replica = path.join(base, 'replica');
+  const outside = path.join(base, 'outside');
+  fs.mkdirSync(replica);
+  fs.mkdirSync(outside);
+  fs.symlinkSync(outside, path.join(replica, 'link'));
+  const T = [1n, 2n] as const;
+  const attack = new StreamBuilder().add({ type: FrameType.CREATE, path: 'link/planted', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T }).end();
+  const r = spawnSync(process.execPath, [BIN.mirror, replica], { input: attack.bytes(), encoding: 'utf8' });
+  assert.equal(r.status, 3);
+  assert.match(r.stderr, /frame #1: CREATE "link\/planted": a symlink in the replica is on the way or at the end \(ELOOP\).*\[TFS_HOSTILE_PATH\]/);
+  assert.deepEqual(fs.readdirSync(outside), []);
+  const dev = new StreamBuilder().add({ type: FrameType.MKNOD, path: 'null', mode: 0o20666, rdev: (1 << 8) | 3, uid: 0, gid: 0, times: T, parentTimes: T }).end();
+  const refused = spawnSync(process.execPath, [BIN.mirror, path.join(base, 'r2')], { input: dev.bytes(), encoding: 'utf8' });
+  assert.equal(refused.status, 3);
+  assert.match(refused.stderr, /character device \(1:3\); pass --allow-devices .*\[TFS_REFUSED\]/);
+  const allowed = spawnSync(process.execPath, [BIN.mirror, '--allow-devices', path.join(base, 'r2')], { input: dev.bytes(), encoding: 'utf8' });
+  assert.equal(allowed.status, 0, allowed.stderr);
+  assert.ok(fs.lstatSync(path.join(base, 'r2', 'null')).isCharacterDevice());
+});
+
+test('tfs-mirror stopped by SIGINT records its cursor, says how to resume, and exits 130; a run that failed before any stream leaves no cursor file', { timeout: 30_000 }, async (t) => {
+  const base = tempDir(t, 'sigint');
+  const replica = path.join(base, 'replica');
+  const garbage = spawnSync(process.execPath, [BIN.mirror, replica], { input: Buffer.alloc(64, 7), encoding: 'utf8' });
+  assert.equal(garbage.status, 3);
+  assert.equal(fs.existsSync(path.join(base, '.replica.tfs-mirror.db')), false, 'no cursor file for a stream never seen');
+  const T = [1n, 2n] as const;
+  const s = new StreamBuilder().add({ type: FrameType.MKDIR, path: 'd', mode: 0o40755, uid: 0, gid: 0, times: T, parentTimes: T });
+  const mirror = start(t, process.execPath, [BIN.mirror, replica], { stdio: ['pipe', 'ignore', 'pipe'] });
+  mirror.child.stdin!.write(s.bytes());
+  await waitFor(() => fs.existsSync(path.join(replica, 'd')), 10_000, 'the first frame');
+  mirror.child.kill('SIGINT');
+  assert.equal(await exitOf(mirror), 130);
+  assert.match(mirror.stderr(), /stopped by SIGINT after frame #1, cursor recorded; run the same command again to resume/);
+  assert.doesNotMatch(mirror.stderr(), /Premature close/);
+  const rest = spawnSync(process.execPath, [BIN.mirror, replica], { input: s.end().bytes(), encoding: 'utf8' });
+  assert.equal(rest.status, 0, rest.stderr);
+  assert.match(rest.stderr, /applied 1 frame, skipped 1 already applied/);
+});

@@ -135,7 +135,8 @@ export async function exitOf(proc: Proc, ms = 60_000): Promise<number | string> 
 
 /** rsync's itemized differences from `a` to `b` (content by checksum, hard links, ACLs, xattrs, times): '' when equal. */
 export function treeDiff(a: string, b: string): string {
-  return execFileSync('rsync', ['-aHAXc', '--dry-run', '--itemize-changes', '--delete', `${a}/`, `${b}/`], { encoding: 'utf8' });
+  // Run inside `b`: rsync then names its entries relatively (paths of PATH_MAX-1 bytes below a deep `b`).
+  return execFileSync('rsync', ['-aHAXc', '--dry-run', '--itemize-changes', '--delete', `${path.resolve(a)}/`, './'], { encoding: 'utf8', cwd: b });
 }
 
 /** Runs a shell command in `cwd`, failing with its output. */

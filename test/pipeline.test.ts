@@ -63,5 +63,5 @@ test('a journal whose reader dies keeps serving: every operation succeeds; it ex
   assert.ok(!decoder.idle, 'head stopped inside a frame');
   const first = whole.length;
   assert.match(journal.stderr(), new RegExp(`JOURNAL READER GONE \\(EPIPE\\): frames from #${first} on are NOT delivered`));
-  assert.match(journal.stderr(), new RegExp(`unmounted; \\d+ changes were made on the store but not delivered: frames from #${first} on never reached the reader \\[TFS_NOT_DELIVERED\\]`));
+  assert.match(journal.stderr(), new RegExp(`unmounted; \\d+ changes made on the store were not delivered: frames from #${first} on never reached the reader \\[TFS_NOT_DELIVERED\\]`));
 });
