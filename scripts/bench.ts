@@ -25,6 +25,13 @@ function dd(target: string): number {
   return seconds(() => execFileSync('dd', ['if=/dev/zero', `of=${target}`, 'bs=1M', `count=${size}`, 'conv=fsync'], { stdio: 'ignore' }));
 }
 
+/** The disk's own sequential write speed, without the page cache (fio, O_DIRECT), in MiB/s. */
+function diskSpeed(dir: string): number {
+  const out = execFileSync('fio', ['--name=disk', `--filename=${path.join(dir, 'disk.bin')}`, '--rw=write', '--bs=1M', `--size=${size}M`, '--direct=1', '--ioengine=psync', '--output-format=json'], { encoding: 'utf8' });
+  fs.rmSync(path.join(dir, 'disk.bin'));
+  return (JSON.parse(out) as { jobs: { write: { bw: number } }[] }).jobs[0]!.write.bw / 1024;
+}
+
 function smallFiles(dir: string): number {
   return seconds(() => execFileSync('bash', ['-c', `mkdir -p '${dir}/small' && cd '${dir}/small' && for i in $(seq 1 ${files}); do echo "file $i" > f$i; done`]));
 }
@@ -131,6 +138,7 @@ async function main() {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bench-'));
   try {
     const fmt = (s: number) => `${s.toFixed(2)} s  ${(size / s).toFixed(0)} MiB/s`;
+    console.log(`# the disk under ${os.tmpdir()}: ${diskSpeed(base).toFixed(0)} MiB/s sequential write, direct I/O (fio, 1 MiB blocks)`);
     console.log(`# ${size} MiB sequential write (dd bs=1M conv=fsync), ${os.cpus().length} cores`);
     const plain = dd(path.join(base, 'plain.bin'));
     fs.rmSync(path.join(base, 'plain.bin'));
