@@ -53,7 +53,8 @@ test('a journal that dies leaves a dead mount: writes through MNT fail (ENOTCONN
   assert.ok(isMounted(mnt!), 'the dead mount is still there');
   const again = await startJournal(t, store!, mnt!, devnull);
   fs.closeSync(devnull);
-  assert.match(again.stderr(), /clearing the dead mount left at .* \(ENOTCONN\)/);
+  assert.match(again.stderr(), /^tfs-journal: clearing the dead mount left at .* \(ENOTCONN\)$/m);
+  assert.doesNotMatch(again.stderr(), /tfs-journal: journal:/, 'one prefix per line');
   assert.deepEqual(fs.readdirSync(mnt!), ['before']);
   unmount(mnt!);
   await exitOf(again);
