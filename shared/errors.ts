@@ -12,6 +12,8 @@ export const ErrorCode = {
   SEQUENCE_GAP: 'TFS_SEQUENCE_GAP',
   /** A stream from another journal than the one the replica's cursor follows. */
   STREAM_MISMATCH: 'TFS_STREAM_MISMATCH',
+  /** The frames a replica needs next are no longer retained anywhere it can reach: bootstrap it again. */
+  HISTORY_GONE: 'TFS_HISTORY_GONE',
   /** A path that is absolute, climbs with "..", holds a NUL, is too long, or passes through a symlink. */
   HOSTILE_PATH: 'TFS_HOSTILE_PATH',
   /** A frame whose fields are missing or of the wrong type for its operation. */
@@ -79,6 +81,7 @@ export function exitCodeFor(err: unknown): number {
     case ErrorCode.UNSUPPORTED_VERSION:
     case ErrorCode.SEQUENCE_GAP:
     case ErrorCode.STREAM_MISMATCH:
+    case ErrorCode.HISTORY_GONE:
     case ErrorCode.HOSTILE_PATH:
     case ErrorCode.BAD_FRAME_FIELDS:
     case ErrorCode.UNKNOWN_HANDLE:

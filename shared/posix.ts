@@ -34,6 +34,10 @@ export interface Posix {
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   /** A pipe: bytes written and not yet taken by its reader. A socket: its send queue (0 = all taken, while the peer lives). Else -1. */
   unreadBytes(fd: number): number;
+  /** Takes an exclusive flock(2) without waiting: false when another open file holds it. */
+  tryLock(fd: number): boolean;
+  /** Flushes the whole filesystem holding fd to disk. */
+  syncfs(fd: number): void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

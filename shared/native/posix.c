@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -529,6 +530,30 @@ static napi_value unread_bytes(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// tryLock(fd) -> true when an exclusive flock(2) was taken, false when another open file holds one.
+static napi_value try_lock(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  int32_t fd;
+  if (get_int(env, argv[0], &fd)) return NULL;
+  bool locked = true;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return throw_errno(env, errno, "flock", NULL);
+    locked = false;
+  }
+  napi_value out;
+  napi_get_boolean(env, locked, &out);
+  return out;
+}
+
+// syncfs(fd): flushes the whole filesystem holding fd.
+static napi_value syncfs_(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  int32_t fd;
+  if (get_int(env, argv[0], &fd)) return NULL;
+  if (syncfs(fd) != 0) return throw_errno(env, errno, "syncfs", NULL);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
 #define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
   napi_property_descriptor props[] = {
@@ -555,6 +580,8 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("futimensNs", futimens_ns),
     FN("fallocate", fallocate_),
     FN("unreadBytes", unread_bytes),
+    FN("tryLock", try_lock),
+    FN("syncfs", syncfs_),
   };
 #undef FN
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
