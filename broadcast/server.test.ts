@@ -7,6 +7,8 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { FrameDecoder } from '../shared/decoder';
 import { FrameType } from '../shared/frame';
+import { FrameLogWriter } from '../shared/framelog';
+import { decodeOp } from '../shared/ops';
 import { StreamBuilder } from '../shared/stream-builder';
 import { helloFrame } from '../mirror/source';
 import { Broadcaster, BroadcastOptions } from './server';
@@ -69,7 +71,7 @@ test('min-clients holds the stream; every client gets the header and all frames 
   done();
 });
 
-test('a late client gets the header, then every frame from when it joined, with no gap', async () => {
+test('a late client without a cursor gets the header, then every frame from when it joined, with no gap', async () => {
   const { b, socketPath, input, running, done } = await broadcaster();
   const frames = streamOf(20).list;
   const early = client(socketPath);
@@ -85,7 +87,7 @@ test('a late client gets the header, then every frame from when it joined, with 
   assert.equal(e.seqs.length, 22);
   assert.equal(l.seqs[0], 0n);
   const first = Number(l.seqs[1]);
-  assert.ok(first >= 1 && first <= 10, `late client starts at ${first}`);
+  assert.equal(first, 10, 'a new replica joins live: the frame after those already sent (#1..#9)');
   assert.deepEqual(l.seqs.slice(1), Array.from({ length: 22 - first }, (_, i) => BigInt(first + i)));
   done();
 });
@@ -93,7 +95,7 @@ test('a late client gets the header, then every frame from when it joined, with 
 test('a client that dies does not stop the others; a bad hello is dropped', async () => {
   const { b, socketPath, input, running, done } = await broadcaster();
   const good = client(socketPath);
-  const dying = net.createConnection(socketPath);
+  const dying = net.createConnection(socketPath, () => dying.write(helloFrame()));
   await until(() => b.clientCount === 2);
   const rude = net.createConnection(socketPath, () => rude.write(Buffer.alloc(64, 0xff)));
   rude.on('error', () => {});
@@ -156,4 +158,140 @@ test('slow clients: with wait, the stream holds until the slow client reads, and
   await closed;
   assert.equal(frames, 102);
   done();
+});
+
+/** A client that says HELLO with a cursor and collects frames (and any refusal) until the server closes. */
+function resumingClient(socketPath: string, streamId?: string, fromSeq?: bigint, opts: { paused?: boolean } = {}) {
+  const seqs: bigint[] = [];
+  const refusals: string[] = [];
+  const dec = new FrameDecoder();
+  const s = net.createConnection(socketPath, () => s.write(helloFrame(streamId, fromSeq)));
+  if (opts.paused) s.pause();
+  s.on('data', (c) => {
+    for (const f of dec.push(c)) {
+      if (f.type === FrameType.ERROR) {
+        const op = decodeOp(f) as { code: string; message: string };
+        refusals.push(`${op.code}: ${op.message}`);
+      } else seqs.push(f.seq);
+    }
+  });
+  s.on('error', () => {});
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  return { socket: s, seqs, refusals, closed };
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
+
+test('with a log: a client resumes from its cursor, from disk while behind and live after, with no gap and no duplicate', async (t) => {
+  const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bclog-'));
+  t.after(() => fs.rmSync(logDir, { recursive: true, force: true }));
+  const { b, socketPath, input, running, done } = await broadcaster({ logDir: path.join(logDir, 'log'), clientBuffer: 65536 });
+  const s = new StreamBuilder('logged');
+  for (let i = 0; i < 400; i++) s.add({ type: FrameType.WRITE, handle: 1, offset: i }, Buffer.alloc(1000 + i, i));
+  s.end();
+  for (const f of s.list.slice(0, 300)) input.write(f);
+  await until(() => fs.existsSync(path.join(logDir, 'log', 'header')));
+  await new Promise((r) => setTimeout(r, 50));
+  // #5 is long gone from the 64 KiB window: it comes from the log, then the client catches up.
+  const behind = resumingClient(socketPath, 'logged', 5n);
+  const fresh = resumingClient(socketPath);
+  await until(() => b.clientCount === 2);
+  for (const f of s.list.slice(300)) input.write(f);
+  input.end();
+  await running;
+  await Promise.all([behind.closed, fresh.closed]);
+  assert.deepEqual(behind.seqs, [0n, ...range(6, 401)]);
+  assert.deepEqual(fresh.seqs, [0n, ...range(1, 401)], 'a new replica gets the whole stream while the log holds its start');
+  done();
+});
+
+test('with a log: a client that stops reading slows neither the input nor the others, and gets everything when it reads again', async (t) => {
+  const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bclog-'));
+  t.after(() => fs.rmSync(logDir, { recursive: true, force: true }));
+  const { b, socketPath, input, running, done } = await broadcaster({ logDir: path.join(logDir, 'log'), clientBuffer: 65536 });
+  const stalled = resumingClient(socketPath, undefined, undefined, { paused: true });
+  const good = resumingClient(socketPath);
+  await until(() => b.clientCount === 2);
+  const big = new StreamBuilder('stall');
+  for (let i = 0; i < 300; i++) big.add({ type: FrameType.WRITE, handle: 1, offset: i }, Buffer.alloc(64 * 1024, i));
+  const bytes = big.end().bytes();
+  let consumed = false;
+  input.end(bytes, () => (consumed = true));
+  await until(() => good.seqs.length === 302);
+  assert.ok(consumed, 'the whole 19 MiB input was taken while one client read nothing');
+  stalled.socket.resume();
+  await running;
+  await stalled.closed;
+  assert.deepEqual(stalled.seqs, [0n, ...range(1, 301)]);
+  done();
+});
+
+test('refusals say what to do: another stream, or a cursor older than what is kept (with and without a log)', async (t) => {
+  const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bclog-'));
+  t.after(() => fs.rmSync(logDir, { recursive: true, force: true }));
+  const s = new StreamBuilder('kept');
+  for (let i = 0; i < 50; i++) s.add({ type: FrameType.WRITE, handle: 1, offset: i }, Buffer.alloc(20_000, i));
+  s.end();
+  // A log that keeps little: most of the stream is trimmed away as it comes.
+  const withLog = await broadcaster({ logDir: path.join(logDir, 'log'), retain: { maxBytes: 1 }, clientBuffer: 65536 });
+  const keep = resumingClient(withLog.socketPath);
+  await until(() => withLog.b.clientCount === 1);
+  for (const f of s.list) withLog.input.write(f);
+  await until(() => keep.seqs.length === 52);
+  const other = resumingClient(withLog.socketPath, 'another-stream', 3n);
+  await other.closed;
+  assert.match(other.refusals[0]!, /^TFS_STREAM_MISMATCH: this broadcaster serves stream kept; the replica follows stream another-stream/);
+  withLog.input.end();
+  await withLog.running;
+  withLog.done();
+  const noLog = await broadcaster({ clientBuffer: 65536 });
+  const first = resumingClient(noLog.socketPath);
+  await until(() => noLog.b.clientCount === 1);
+  for (const f of s.list.slice(0, 40)) noLog.input.write(f);
+  await until(() => first.seqs.length === 40);
+  const old = resumingClient(noLog.socketPath, 'kept', 2n);
+  await old.closed;
+  assert.match(old.refusals[0]!, /^TFS_HISTORY_GONE: the replica needs frames from #3 on; this broadcaster keeps no log/);
+  noLog.input.end(Buffer.concat(s.list.slice(40)));
+  await noLog.running;
+  noLog.done();
+});
+
+test('a client that says nothing is dropped after the handshake time; the socket is 0600', async () => {
+  const { b, socketPath, input, running, done } = await broadcaster({ handshakeMs: 200 });
+  assert.equal(fs.statSync(socketPath).mode & 0o777, 0o600);
+  const mute = net.createConnection(socketPath);
+  mute.on('error', () => {});
+  const closedAt = await new Promise<number>((r) => mute.on('close', () => r(Date.now())));
+  assert.ok(closedAt > 0);
+  assert.equal(b.clientCount, 0);
+  input.end(streamOf(2).bytes());
+  await running;
+  done();
+});
+
+test('following a log that another writer fills: served to its end frame', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bcfollow-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const logDir = path.join(dir, 'log');
+  const s = new StreamBuilder('followed');
+  for (let i = 0; i < 100; i++) s.add({ type: FrameType.WRITE, handle: 1, offset: i }, Buffer.alloc(5000, i));
+  s.end();
+  const writer = FrameLogWriter.open(logDir, { segmentBytes: 100_000 });
+  writer.setHeader(s.list[0]!);
+  for (const f of s.list.slice(1, 40)) writer.append([f]);
+  const socketPath = path.join(dir, 's');
+  const b = new Broadcaster({ socketPath, logDir });
+  await b.listen();
+  const running = b.run(null);
+  const c = resumingClient(socketPath, 'followed', 10n);
+  await until(() => c.seqs.length === 30);
+  for (const f of s.list.slice(40)) {
+    writer.append([f]);
+    await new Promise((r) => setImmediate(r));
+  }
+  await running;
+  await c.closed;
+  assert.deepEqual(c.seqs, [0n, ...range(11, 101)]);
+  writer.close();
 });

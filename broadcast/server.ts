@@ -2,11 +2,14 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
 import { FrameDecoder } from '../shared/decoder';
+import { FrameEncoder } from '../shared/encoder';
 import { ErrorCode, TfsError } from '../shared/errors';
-import { FrameType, PROTOCOL_VERSION } from '../shared/frame';
-import { decodeOp } from '../shared/ops';
+import { Frame, FrameType, PROTOCOL_VERSION } from '../shared/frame';
+import { FrameLog, FrameLogWriter, LogCursor, Retention, SyncPolicy } from '../shared/framelog';
+import { decodeOp, opMeta } from '../shared/ops';
+import { Window } from './window';
 
-/** What to do with a client that cannot keep up. */
+/** What to do, without a frame log, with a client that cannot keep up. */
 export const SlowClientPolicy = {
   /** Hold the stream (and so throttle the journal) until it catches up. */
   WAIT: 'wait',
@@ -17,98 +20,127 @@ export type SlowClientPolicy = (typeof SlowClientPolicy)[keyof typeof SlowClient
 
 export interface BroadcastOptions {
   socketPath: string;
+  /** A frame log: clients are served from their cursor, from disk while behind, live once caught up. */
+  logDir?: string;
+  /** How much the log keeps, when this broadcaster writes it. */
+  retain?: Retention;
+  sync?: SyncPolicy;
   /** Hold the stream until this many clients are connected. */
   minClients?: number;
-  /** Bytes queued for one client before the slow-client policy applies (default 8 MiB). */
+  /** Bytes of the most recent frames held in memory (default 8 MiB); without a log, how far a client may fall behind. */
   clientBuffer?: number;
+  /** Without a log: what happens to a client that falls further behind than `clientBuffer`. */
   slowClient?: SlowClientPolicy;
-  /** With DISCONNECT: how long a client may stay above `clientBuffer` (default 2000 ms). */
+  /** With DISCONNECT: how long a client may stay that far behind (default 2000 ms). */
   slowClientGraceMs?: number;
+  /** A client must say HELLO within this time (default 10000 ms). */
+  handshakeMs?: number;
   log?: (message: string) => void;
 }
 
-interface Client {
+/** Bytes queued in one client's socket before its pump waits for 'drain'. */
+const HIGH_WATER = 256 * 1024;
+/** The longest one client's pump writes before letting the others (and the input) run. */
+const SLICE = 1024 * 1024;
+/** How often the tail of a log written by another process is looked at, besides inotify. */
+const TAIL_POLL_MS = 100;
+
+interface Session {
   id: number;
   socket: net.Socket;
   hello: FrameDecoder;
+  state: 'hello' | 'waiting' | 'live' | 'done';
+  /** The next frame this client gets. */
+  next: bigint;
+  streamId?: string;
+  fromSeq?: bigint;
+  cursor?: LogCursor;
+  handshake?: NodeJS.Timeout;
+  scheduled: boolean;
 }
 
 /**
- * A blind, in-order fan-out of frames from one input to every client of a UNIX socket.
- * Frames are split by their length alone; only the routing header's type byte is read, to keep
- * the stream header for late clients and to recognise the end. A client receives the stream
- * header, then every frame from the moment it connected. Every client's queue is bounded by
- * `clientBuffer`: past it, the input pauses (WAIT) or the client is dropped (DISCONNECT).
+ * An in-order fan-out of one stream to every client of a UNIX socket. Frames are forwarded as
+ * they are, split by their length; the routing header's type and sequence number are all it
+ * reads of them (to recognise the header and the end, and to serve positions).
+ *
+ * Each client names, in its HELLO, the stream it follows and the last frame it has; it gets the
+ * stream header, then every frame after that one, in order, with no gap and no duplicate:
+ * - from the in-memory window of the most recent frames while it keeps up;
+ * - from the frame log (`logDir`) while it is behind: then it never slows the input or the other
+ *   clients, and memory stays bounded by the window and one socket buffer per client;
+ * - without a log, a client that falls out of the window holds the input (WAIT) or is dropped
+ *   (DISCONNECT), and one whose cursor is older than the window is refused.
+ * A client whose stream is another, or whose next frame is no longer retained, gets an ERROR frame
+ * that says what to do (bootstrap again), and the connection is closed.
+ *
+ * The input is a stream (stdin), or the log itself when another process (the journal's spool)
+ * writes it. When the log is written by another process, this broadcaster only reads it.
  */
 export class Broadcaster {
   private readonly server = net.createServer();
-  private readonly clients = new Set<Client>();
+  private readonly sessions = new Set<Session>();
   private readonly log: (m: string) => void;
-  private readonly clientBuffer: number;
+  private readonly window: Window;
   private readonly minClients: number;
   private readonly slowClient: SlowClientPolicy;
+  private readonly handshakeMs: number;
   private header: Buffer | null = null;
-  private nextClientId = 1;
+  private streamId: string | null = null;
+  /** The frame log: written here (`writer`), or by another process and only read here. */
+  private writer: FrameLogWriter | null = null;
+  private store: FrameLog | null = null;
+  /** The first frame not available yet (in the window or the log). */
+  private liveNext = 1n;
+  private endSeq: bigint | undefined;
+  private nextSessionId = 1;
   private wake: (() => void) | null = null;
+  private appendsSinceTrim = 0;
   private closed = false;
 
   constructor(private readonly options: BroadcastOptions) {
     this.log = options.log ?? (() => {});
-    this.clientBuffer = options.clientBuffer ?? 8 * 1024 * 1024;
+    this.window = new Window(options.clientBuffer ?? 8 * 1024 * 1024);
     this.minClients = options.minClients ?? 0;
     this.slowClient = options.slowClient ?? SlowClientPolicy.WAIT;
-    this.server.on('connection', (socket) => this.accept(socket));
+    this.handshakeMs = options.handshakeMs ?? 10_000;
+    this.server.on('connection', (socket) => this.connect(socket));
   }
 
-  /** Number of connected clients. */
+  /** Clients past their HELLO, still following the stream. */
   get clientCount(): number {
-    return this.clients.size;
+    let n = 0;
+    for (const s of this.sessions) if (s.state === 'live' || s.state === 'waiting') n++;
+    return n;
   }
 
-  /** Starts listening; clears a socket file left by a dead broadcaster, refuses a live one. */
+  /** Starts listening (mode 0600); clears a socket file left by a dead broadcaster, never takes over a live one. */
   async listen(): Promise<void> {
     const { socketPath } = this.options;
     if (fs.existsSync(socketPath)) {
       if (await isLive(socketPath)) throw new TfsError(ErrorCode.PEER, `another broadcaster is listening on ${socketPath}`);
       fs.unlinkSync(socketPath);
     }
-    this.server.listen(socketPath);
+    // The socket file is created by bind(), inside listen(): the umask makes it 0600 from the start.
+    const umask = process.umask(0o177);
+    try {
+      this.server.listen(socketPath);
+    } finally {
+      process.umask(umask);
+    }
     await once(this.server, 'listening');
   }
 
-  /** Forwards the input to every client until it ends. Resolves after the end frame has been delivered. */
-  async run(input: AsyncIterable<Uint8Array>): Promise<void> {
-    const splitter = new FrameDecoder({ verify: false });
-    let ended = false;
+  /**
+   * Serves the stream until its end frame has reached every client. `input` is the stream (stdin);
+   * null serves a log that another process writes (the journal's spool), following it to its end.
+   */
+  async run(input: AsyncIterable<Uint8Array> | null): Promise<void> {
     try {
-      for await (const chunk of input) {
-        if (ended) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'input continues after the end frame');
-        const frames = [...splitter.push(chunk)];
-        if (frames.length === 0) continue;
-        if (this.header === null) {
-          const first = frames[0]!;
-          if (first.type !== FrameType.STREAM_HEADER) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the input does not begin with a stream header', { seq: first.seq });
-          this.header = Buffer.from(first.bytes);
-          for (const c of this.clients) c.socket.write(this.header);
-          frames.shift();
-        }
-        await this.until(() => this.clients.size >= this.minClients);
-        // Frames of one chunk go out corked (one writev per client); after each frame the bound is
-        // checked, so no client ever has more than clientBuffer + one frame queued.
-        let corked = this.cork();
-        for (const frame of frames) {
-          for (const c of corked) c.socket.write(frame.bytes);
-          if (frame.type === FrameType.END) ended = true;
-          if (this.slowClients().length > 0) {
-            this.uncork(corked);
-            await this.applySlowClientPolicy();
-            corked = this.cork();
-          }
-        }
-        this.uncork(corked);
-      }
-      splitter.end();
-      if (!ended) throw new TfsError(ErrorCode.TRUNCATED, 'the input ended without an end frame');
+      this.openLog(input === null);
+      if (input === null) await this.follow();
+      else await this.consume(input);
+      await this.until(() => [...this.sessions].every((s) => s.state === 'done' || s.state === 'hello'));
     } finally {
       await this.close();
     }
@@ -124,75 +156,319 @@ export class Broadcaster {
     } catch {
       // already gone
     }
-    await Promise.all([...this.clients].map((c) => new Promise<void>((resolve) => {
-      c.socket.once('close', () => resolve());
-      c.socket.end();
-    })));
+    await Promise.all(
+      [...this.sessions].map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            if (s.socket.destroyed) return resolve();
+            s.socket.once('close', () => resolve());
+            s.socket.end();
+          }),
+      ),
+    );
+    for (const s of this.sessions) s.cursor?.close();
+    this.writer?.close();
   }
 
-  private accept(socket: net.Socket): void {
-    const client: Client = { id: this.nextClientId++, socket, hello: new FrameDecoder({ maxFrame: 4096 }) };
-    this.clients.add(client);
-    this.log(`client ${client.id} connected (${this.clients.size} now)`);
-    // The client joins now: it gets the header, then everything from here on.
-    if (this.header) socket.write(this.header);
-    socket.on('data', (chunk) => this.onClientData(client, chunk));
-    socket.on('drain', () => this.poke());
-    socket.on('error', (err) => this.log(`client ${client.id}: ${err.message}`));
+  private openLog(follow: boolean): void {
+    const dir = this.options.logDir;
+    if (dir === undefined) {
+      if (follow) throw new TfsError(ErrorCode.USAGE, 'no input stream: give the stream on stdin, or --log DIR to serve the log that a journal writes');
+      return;
+    }
+    if (follow || FrameLogWriter.isWritten(dir)) {
+      this.store = FrameLog.openReader(dir);
+      this.log(`serving the log in ${dir}, which ${follow ? 'is followed to its end frame' : 'the journal writes (its --spool)'}`);
+    } else {
+      this.writer = FrameLogWriter.open(dir, { sync: this.options.sync, log: this.log });
+      this.store = this.writer;
+    }
+    if (this.store.header) this.onHeader(Buffer.from(this.store.header));
+    this.liveNext = this.store.lastSeq + 1n;
+  }
+
+  /** Reads the stream from the input. */
+  private async consume(input: AsyncIterable<Uint8Array>): Promise<void> {
+    const splitter = new FrameDecoder({ verify: false });
+    for await (const chunk of input) {
+      for (const frame of splitter.push(chunk)) {
+        const waiting = this.accept(frame);
+        if (waiting) await waiting;
+      }
+    }
+    splitter.end();
+    if (this.endSeq === undefined) throw new TfsError(ErrorCode.TRUNCATED, 'the input ended without an end frame');
+  }
+
+  /** Follows a log written by another process until its end frame. */
+  private async follow(): Promise<void> {
+    const store = this.store!;
+    const dir = this.options.logDir!;
+    const watcher = fs.watch(dir, () => this.poke());
+    const poll = setInterval(() => this.poke(), TAIL_POLL_MS);
+    try {
+      while (store.header === null) {
+        await this.nap();
+        store.refresh();
+      }
+      this.onHeader(Buffer.from(store.header));
+      const last = store.lastSeq;
+      if (last > 0n && store.cursor(last).read(1)[0]?.type === FrameType.END) this.endSeq = last;
+      const cursor = store.cursor(last + 1n);
+      while (this.endSeq === undefined) {
+        const frames = cursor.read();
+        if (frames.length === 0) {
+          await this.nap();
+          store.refresh();
+          continue;
+        }
+        for (const frame of frames) {
+          const waiting = this.accept(frame);
+          if (waiting) await waiting;
+        }
+      }
+      cursor.close();
+    } finally {
+      watcher.close();
+      clearInterval(poll);
+    }
+  }
+
+  /** Takes one frame of the stream. Returns a promise only when the input must wait. */
+  private accept(frame: Frame): Promise<void> | undefined {
+    if (frame.type === FrameType.STREAM_HEADER) {
+      this.onHeader(Buffer.from(frame.bytes));
+      return;
+    }
+    if (this.header === null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the input does not begin with a stream header', { seq: frame.seq });
+    if (this.endSeq !== undefined && frame.seq > this.endSeq) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the input continues after the end frame', { seq: frame.seq });
+    if (this.writer) this.record(frame);
+    if (frame.type === FrameType.END) this.endSeq = frame.seq;
+    if (this.clientCount < this.minClients) return this.hold(frame);
+    return this.take(frame);
+  }
+
+  private async hold(frame: Frame): Promise<void> {
+    const copy = { ...frame, bytes: Buffer.from(frame.bytes) };
+    await this.until(() => this.clientCount >= this.minClients);
+    await this.take(copy);
+  }
+
+  /** Puts a frame in the window, making room first, and wakes the clients. */
+  private take(frame: Frame): Promise<void> | undefined {
+    if (frame.seq >= this.window.next || this.window.next === this.window.oldest) this.window.push(frame.seq, frame.bytes);
+    if (frame.seq >= this.liveNext) this.liveNext = frame.seq + 1n;
+    for (const s of this.sessions) if (s.state === 'live') this.schedule(s);
+    if (!this.window.full) return;
+    return this.makeRoom();
+  }
+
+  /** Drops the oldest frames of the window; without a log, only those no client still needs. */
+  private async makeRoom(): Promise<void> {
+    while (this.window.full) {
+      if (this.store === null && this.needOldest().length > 0) {
+        if (this.slowClient === SlowClientPolicy.WAIT) {
+          await this.until(() => this.needOldest().length === 0);
+        } else {
+          await this.until(() => this.needOldest().length === 0, this.options.slowClientGraceMs ?? 2000);
+          for (const s of this.needOldest()) {
+            this.log(`client ${s.id} dropped: more than ${this.window.maxBytes} bytes behind for too long`);
+            s.socket.destroy();
+          }
+        }
+        continue;
+      }
+      this.window.evict();
+    }
+  }
+
+  /** Clients that still need the oldest frame of the window. */
+  private needOldest(): Session[] {
+    return [...this.sessions].filter((s) => s.state === 'live' && s.next <= this.window.oldest);
+  }
+
+  /** Appends a frame to the log this broadcaster writes (a frame it holds already is skipped). */
+  private record(frame: Frame): void {
+    const w = this.writer!;
+    if (frame.seq <= w.lastSeq) return;
+    if (w.lastSeq !== 0n && frame.seq !== w.lastSeq + 1n) {
+      throw new TfsError(ErrorCode.SEQUENCE_GAP, `the input jumps from #${w.lastSeq} to #${frame.seq}: the log in ${w.dir} would have a hole`, { seq: frame.seq });
+    }
+    w.append([frame.bytes]);
+    if (++this.appendsSinceTrim >= 256 && this.options.retain) {
+      this.appendsSinceTrim = 0;
+      const trimmed = w.trim(this.options.retain);
+      if (trimmed) this.log(`log retention: removed frames #${trimmed.fromSeq} to #${trimmed.toSeq} (${trimmed.bytes} bytes)`);
+    }
+  }
+
+  private onHeader(header: Buffer): void {
+    const op = decodeOp([...new FrameDecoder().push(header)][0]!);
+    if (op.type !== FrameType.STREAM_HEADER) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'not a stream header');
+    if (this.streamId !== null && op.streamId !== this.streamId) {
+      throw new TfsError(ErrorCode.STREAM_MISMATCH, `the input is stream ${op.streamId}, the log in ${this.options.logDir} holds stream ${this.streamId}`);
+    }
+    if (this.header !== null) return;
+    this.header = header;
+    this.streamId = op.streamId;
+    this.writer?.setHeader(header);
+    for (const s of this.sessions) if (s.state === 'waiting') this.begin(s);
+  }
+
+  private connect(socket: net.Socket): void {
+    const session: Session = { id: this.nextSessionId++, socket, hello: new FrameDecoder({ maxFrame: 4096 }), state: 'hello', next: 0n, scheduled: false };
+    this.sessions.add(session);
+    this.log(`client ${session.id} connected (${this.sessions.size} now)`);
+    session.handshake = setTimeout(() => {
+      this.log(`client ${session.id} dropped: no HELLO within ${this.handshakeMs} ms`);
+      socket.destroy();
+    }, this.handshakeMs);
+    socket.on('data', (chunk) => this.onClientData(session, chunk));
+    socket.on('drain', () => this.schedule(session));
+    socket.on('error', (err) => this.log(`client ${session.id}: ${err.message}`));
     socket.on('close', () => {
-      this.clients.delete(client);
-      this.log(`client ${client.id} left (${this.clients.size} now)`);
+      clearTimeout(session.handshake);
+      session.cursor?.close();
+      this.sessions.delete(session);
+      this.log(`client ${session.id} left (${this.sessions.size} now)`);
       this.poke();
     });
+  }
+
+  /** Clients speak once: a HELLO frame naming the protocol version, and where they stand. */
+  private onClientData(session: Session, chunk: Buffer): void {
+    try {
+      for (const frame of session.hello.push(chunk)) {
+        const op = decodeOp(frame);
+        if (op.type !== FrameType.HELLO || session.state !== 'hello') throw new TfsError(ErrorCode.PEER, `sent a frame of type 0x${op.type.toString(16)} where only one HELLO belongs`);
+        clearTimeout(session.handshake);
+        if (op.version !== PROTOCOL_VERSION) return this.refuse(session, ErrorCode.UNSUPPORTED_VERSION, `the client reads protocol version ${op.version}, this stream is version ${PROTOCOL_VERSION}`);
+        session.streamId = op.streamId;
+        session.fromSeq = op.fromSeq;
+        session.state = 'waiting';
+        if (this.header !== null) this.begin(session);
+      }
+    } catch (err) {
+      this.log(`client ${session.id} dropped: ${(err as Error).message}`);
+      session.socket.destroy();
+    }
+  }
+
+  /** Decides where a client starts, or refuses it; then sends the header and starts its pump. */
+  private begin(session: Session): void {
+    if (session.streamId !== undefined && session.streamId !== this.streamId) {
+      return this.refuse(session, ErrorCode.STREAM_MISMATCH, `this broadcaster serves stream ${this.streamId}; the replica follows stream ${session.streamId}`, 'To follow this stream, the replica must start over: run tfs-mirror with --restart (and bootstrap it).');
+    }
+    this.store?.refresh();
+    const oldest = this.store ? this.store.firstSeq : this.window.next === this.window.oldest ? this.liveNext : this.window.oldest;
+    let next: bigint;
+    if (session.fromSeq !== undefined) next = session.fromSeq + 1n;
+    else if (this.store !== null && this.store.firstSeq === 1n) next = 1n; // the whole stream is there
+    else next = this.liveNext; // a new replica joins live
+    if (next < oldest) {
+      const where = this.store ? `the log in ${this.options.logDir} keeps #${oldest} on` : `this broadcaster keeps no log (--log) and holds #${oldest} on in memory`;
+      return this.refuse(session, ErrorCode.HISTORY_GONE, `the replica needs frames from #${next} on; ${where}`, 'The replica is too far behind to catch up here: bootstrap it again.');
+    }
+    session.next = next;
+    session.state = 'live';
+    this.log(`client ${session.id} follows from #${next}${session.fromSeq === undefined ? ' (a new replica)' : ''}`);
+    session.socket.write(this.header!);
+    this.schedule(session);
     this.poke();
   }
 
-  /** Clients speak once: a HELLO frame naming the protocol version they read. */
-  private onClientData(client: Client, chunk: Buffer): void {
+  private refuse(session: Session, code: ErrorCode, message: string, hint?: string): void {
+    this.log(`client ${session.id} refused: ${message} [${code}]`);
+    const frame = new FrameEncoder(0n).encode(FrameType.ERROR, opMeta({ type: FrameType.ERROR, code, message, hint }));
+    session.state = 'done';
+    session.socket.end(Buffer.from(frame));
+  }
+
+  private schedule(session: Session): void {
+    if (session.scheduled || session.state !== 'live') return;
+    session.scheduled = true;
+    setImmediate(() => {
+      session.scheduled = false;
+      this.pump(session);
+    });
+  }
+
+  /** Sends a client what it lacks, from the window or the log, until its socket is full. */
+  private pump(session: Session): void {
+    if (session.state !== 'live' || session.socket.destroyed) return;
+    const socket = session.socket;
+    let sent = 0;
+    socket.cork();
     try {
-      for (const frame of client.hello.push(chunk)) {
-        const op = decodeOp(frame);
-        if (op.type !== FrameType.HELLO) throw new TfsError(ErrorCode.PEER, `sent a ${op.type} frame instead of HELLO`);
-        if (op.version !== PROTOCOL_VERSION) throw new TfsError(ErrorCode.UNSUPPORTED_VERSION, `reads protocol version ${op.version}, this stream is ${PROTOCOL_VERSION}`);
+      while (session.next < this.liveNext && socket.writableLength < HIGH_WATER && sent < SLICE) {
+        const frame = this.window.get(session.next);
+        if (frame !== undefined) {
+          session.cursor?.close();
+          session.cursor = undefined;
+          socket.write(frame);
+          sent += frame.length;
+          session.next++;
+          continue;
+        }
+        const frames = this.fromLog(session);
+        if (frames.length === 0) break;
+        for (const f of frames) {
+          socket.write(Buffer.from(f.bytes));
+          sent += f.bytes.length;
+        }
+        session.next = session.cursor!.next;
       }
     } catch (err) {
-      this.log(`client ${client.id} dropped: ${(err as Error).message}`);
-      client.socket.destroy();
+      if (err instanceof TfsError && err.code === ErrorCode.HISTORY_GONE) {
+        socket.uncork();
+        return this.refuse(session, err.code, `the replica fell behind the log's retention: ${err.message}`, err.hint);
+      }
+      throw err;
+    } finally {
+      if (!socket.destroyed) socket.uncork();
     }
-  }
-
-  private cork(): Client[] {
-    const clients = [...this.clients];
-    for (const c of clients) c.socket.cork();
-    return clients;
-  }
-
-  private uncork(clients: Client[]): void {
-    for (const c of clients) c.socket.uncork();
-  }
-
-  private slowClients(): Client[] {
-    return [...this.clients].filter((c) => c.socket.writableLength > this.clientBuffer);
-  }
-
-  private async applySlowClientPolicy(): Promise<void> {
-    if (this.slowClient === SlowClientPolicy.WAIT) return this.until(() => this.slowClients().length === 0);
-    await this.until(() => this.slowClients().length === 0, this.options.slowClientGraceMs ?? 2000);
-    for (const c of this.slowClients()) {
-      this.log(`client ${c.id} dropped: more than ${this.clientBuffer} bytes behind for too long`);
-      c.socket.destroy();
+    if (this.endSeq !== undefined && session.next > this.endSeq) {
+      session.state = 'done';
+      socket.end();
+      this.poke();
+      return;
     }
+    if (session.next < this.liveNext && socket.writableLength < HIGH_WATER) this.schedule(session);
+    this.poke();
   }
 
-  /** Waits until `condition` holds (re-checked whenever a client drains, joins or leaves), or `ms` pass. */
+  /** The next frames of a client from the log (read again when another process appended). */
+  private fromLog(session: Session): Frame[] {
+    if (this.store === null) return [];
+    session.cursor ??= this.store.cursor(session.next);
+    let frames = session.cursor.read(256 * 1024);
+    if (frames.length === 0 && this.writer === null) {
+      this.store.refresh();
+      frames = session.cursor.read(256 * 1024);
+    }
+    return frames;
+  }
+
+  /** Waits until `condition` holds (re-checked whenever something moves), or `ms` pass. */
   private async until(condition: () => boolean, ms?: number): Promise<void> {
-    const timer = ms === undefined ? undefined : setTimeout(() => this.poke(), ms);
     const deadline = ms === undefined ? Infinity : Date.now() + ms;
+    const timer = ms === undefined ? undefined : setTimeout(() => this.poke(), ms);
     try {
-      while (!condition() && Date.now() < deadline) await new Promise<void>((resolve) => (this.wake = resolve));
+      while (!condition() && Date.now() < deadline) await this.nap();
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Resolves at the next poke. */
+  private nap(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const previous = this.wake;
+      this.wake = () => {
+        previous?.();
+        resolve();
+      };
+    });
   }
 
   private poke(): void {

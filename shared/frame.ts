@@ -56,6 +56,7 @@ export const FrameType = {
   STREAM_HEADER: 0x01,
   END: 0x02,
   HELLO: 0x03,
+  ERROR: 0x04,
   CREATE: 0x10,
   MKNOD: 0x11,
   MKDIR: 0x12,

@@ -38,6 +38,7 @@ export const OP_FIELDS: Readonly<Record<number, readonly Field[]>> = {
   [FrameType.STREAM_HEADER]: [f('magic', 'magic', 'string'), f('version', 'v', 'uint'), f('streamId', 'id', 'string'), f('startNs', 't', 'bigint'), f('firstSeq', 'first', 'bigint')],
   [FrameType.END]: [f('reason', 'r', 'string')],
   [FrameType.HELLO]: [f('version', 'v', 'uint'), f('streamId', 'id', 'string', true), f('fromSeq', 'from', 'bigint', true)],
+  [FrameType.ERROR]: [f('code', 'code', 'string'), f('message', 'm', 'string'), f('hint', 'hint', 'string', true)],
   [FrameType.CREATE]: [path, mode, uid, gid, times, parentTimes],
   [FrameType.MKNOD]: [path, mode, f('rdev', 'rdev', 'uint'), uid, gid, times, parentTimes],
   [FrameType.MKDIR]: [path, mode, uid, gid, times, parentTimes],
@@ -69,11 +70,13 @@ interface Base { seq: bigint; caller?: Caller }
 export type StreamHeader = Base & { type: typeof FrameType.STREAM_HEADER; magic: string; version: number; streamId: string; startNs: bigint; firstSeq: bigint };
 export type End = Base & { type: typeof FrameType.END; reason: string };
 export type Hello = Base & { type: typeof FrameType.HELLO; version: number; streamId?: string; fromSeq?: bigint };
+export type Refusal = Base & { type: typeof FrameType.ERROR; code: string; message: string; hint?: string };
 type Owned = { path: string; uid: number; gid: number; times: Times; parentTimes: Times };
 export type Op =
   | StreamHeader
   | End
   | Hello
+  | Refusal
   | (Base & Owned & { type: typeof FrameType.CREATE; mode: number })
   | (Base & Owned & { type: typeof FrameType.MKNOD; mode: number; rdev: number })
   | (Base & Owned & { type: typeof FrameType.MKDIR; mode: number })
