@@ -37,6 +37,10 @@ Options:
                           behind (it resumes later from its cursor)
   --slow-client-grace MS  with disconnect: how long a client may stay behind
                           before it is dropped (default 2000)
+  --linger DURATION       after the end frame, keep serving until no client has
+                          connected for DURATION (default 0 for a stream on
+                          stdin, 15s when following a log: mirrors that lost
+                          their connection come back and get the end)
   -h, --help              this text
 
 Exit status: 0 once the end frame is delivered; 3 when the input is cut off or
@@ -54,6 +58,7 @@ runMain('tfs-broadcast', async () => {
       'client-buffer': { type: 'string' },
       'slow-client': { type: 'string' },
       'slow-client-grace': { type: 'string' },
+      linger: { type: 'string' },
     },
     { min: 1, max: 1 },
   );
@@ -67,6 +72,7 @@ runMain('tfs-broadcast', async () => {
     clientBuffer: intOption(values['client-buffer'], 'client-buffer', 8 * 1024 * 1024, 65536),
     slowClient: choiceOption(values['slow-client'], 'slow-client', SlowClientPolicy, SlowClientPolicy.WAIT),
     slowClientGraceMs: intOption(values['slow-client-grace'], 'slow-client-grace', 2000),
+    lingerMs: durationOption(values.linger, 'linger'),
     log,
   });
   await broadcaster.listen();

@@ -35,6 +35,12 @@ export interface BroadcastOptions {
   slowClientGraceMs?: number;
   /** A client must say HELLO within this time (default 10000 ms). */
   handshakeMs?: number;
+  /**
+   * After the end frame, how long to keep serving once no client has connected for that long
+   * (default 0 for a stream on stdin, 15 s when following a log: mirrors that lost their
+   * connection come back within their 10 s backoff and get the end).
+   */
+  lingerMs?: number;
   log?: (message: string) => void;
 }
 
@@ -97,6 +103,7 @@ export class Broadcaster {
   private wake: (() => void) | null = null;
   private appendsSinceTrim = 0;
   private closed = false;
+  private lastConnect = 0;
 
   constructor(private readonly options: BroadcastOptions) {
     this.log = options.log ?? (() => {});
@@ -140,7 +147,15 @@ export class Broadcaster {
       this.openLog(input === null);
       if (input === null) await this.follow();
       else await this.consume(input);
-      await this.until(() => [...this.sessions].every((s) => s.state === 'done' || s.state === 'hello'));
+      const linger = this.options.lingerMs ?? (input === null ? 15_000 : 0);
+      // Linger counts from the end of the stream, or the last connection after it.
+      this.lastConnect = Date.now();
+      for (;;) {
+        await this.until(() => [...this.sessions].every((s) => s.state === 'done' || s.state === 'hello'));
+        const quiet = Date.now() - this.lastConnect;
+        if (quiet >= linger) break;
+        await this.until(() => false, linger - quiet);
+      }
     } finally {
       await this.close();
     }
@@ -150,12 +165,9 @@ export class Broadcaster {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.server.close();
-    try {
-      fs.unlinkSync(this.options.socketPath);
-    } catch {
-      // already gone
-    }
+    // libuv removes the socket file once the listening handle is closed (not before: a new
+    // broadcaster may already listen on the same path by then, and must not lose its file).
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.all(
       [...this.sessions].map(
         (s) =>
@@ -166,6 +178,7 @@ export class Broadcaster {
           }),
       ),
     );
+    await stopped;
     for (const s of this.sessions) s.cursor?.close();
     this.writer?.close();
   }
@@ -318,6 +331,7 @@ export class Broadcaster {
   private connect(socket: net.Socket): void {
     const session: Session = { id: this.nextSessionId++, socket, hello: new FrameDecoder({ maxFrame: 4096 }), state: 'hello', next: 0n, scheduled: false };
     this.sessions.add(session);
+    this.lastConnect = Date.now();
     this.log(`client ${session.id} connected (${this.sessions.size} now)`);
     session.handshake = setTimeout(() => {
       this.log(`client ${session.id} dropped: no HELLO within ${this.handshakeMs} ms`);
@@ -365,6 +379,8 @@ export class Broadcaster {
     if (session.fromSeq !== undefined) next = session.fromSeq + 1n;
     else if (this.store !== null && this.store.firstSeq === 1n) next = 1n; // the whole stream is there
     else next = this.liveNext; // a new replica joins live
+    // A replica that has the whole stream gets its end frame again (it skips it), and so ends.
+    if (this.endSeq !== undefined && next > this.endSeq) next = this.endSeq;
     if (next < oldest) {
       const where = this.store ? `the log in ${this.options.logDir} keeps #${oldest} on` : `this broadcaster keeps no log (--log) and holds #${oldest} on in memory`;
       return this.refuse(session, ErrorCode.HISTORY_GONE, `the replica needs frames from #${next} on; ${where}`, 'The replica is too far behind to catch up here: bootstrap it again.');

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 import tty from 'node:tty';
 import { ErrorCode, TfsError } from '../shared/errors';
-import { parseCommandLine, runMain } from '../shared/cli';
+import { intOption, parseCommandLine, runMain } from '../shared/cli';
 import { count, stderrLogger } from '../shared/log';
 import { Mirror, defaultStatePath } from './mirror';
-import { SocketSource, Source, helloFrame } from './source';
+import { Follower } from './follow';
+import { SocketSource } from './source';
 
 const HELP = `Usage: tfs-mirror [options] REPLICA
 
@@ -13,7 +14,13 @@ its replay cursor in SQLite so that it resumes where it stopped. Nothing outside
 REPLICA is ever created, changed or followed, whatever the stream says.
 
 Options:
-  --from SOCKET           read from the broadcaster listening on UNIX socket SOCKET
+  --from SOCKET           follow the broadcaster listening on UNIX socket SOCKET;
+                          when the connection goes away, reconnect and resume
+                          after the last frame applied
+  --reconnect-max N       give up after N failed attempts in a row (default 0:
+                          never give up)
+  --reconnect-delay MS    the longest wait between attempts (default 10000;
+                          waits double from 100 ms)
   --state FILE            cursor database (default: .REPLICA.tfs-mirror.db beside REPLICA)
   --restart               accept a stream from another journal than the cursor's,
                           starting over
@@ -27,9 +34,10 @@ SIGINT or SIGTERM stops after the frame being applied, with the cursor recorded:
 run the same command again to resume.
 
 Exit status: 0 at the stream's end frame; 3 when the stream is cut off, corrupt,
-hostile, asks for something refused, or is from another journal; 1 on other
-failures; 2 on usage errors or when stdin is a terminal; 130/143 when stopped
-by SIGINT/SIGTERM.`;
+hostile, asks for something refused, is from another journal, or the frames
+the replica needs are no longer retained (bootstrap it again); 1 on other
+failures (also when --reconnect-max gives up); 2 on usage errors or when stdin is
+a terminal; 130/143 when stopped by SIGINT/SIGTERM.`;
 
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
 
@@ -42,6 +50,8 @@ runMain('tfs-mirror', async () => {
       restart: { type: 'boolean' },
       'allow-devices': { type: 'boolean' },
       'preserve-privileges': { type: 'boolean' },
+      'reconnect-max': { type: 'string' },
+      'reconnect-delay': { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
     },
     { min: 1, max: 1 },
@@ -56,18 +66,26 @@ runMain('tfs-mirror', async () => {
     policy: { allowDevices: values['allow-devices'], preservePrivileges: values['preserve-privileges'] },
     log,
   });
-  const source: Source = values.from ? await SocketSource.connect(values.from, helloFrame()) : process.stdin;
+  const from = values.from;
+  const follower = from
+    ? new Follower(mirror, (hello) => SocketSource.connect(from, hello), {
+        maxAttempts: intOption(values['reconnect-max'], 'reconnect-max', 0),
+        maxDelayMs: intOption(values['reconnect-delay'], 'reconnect-delay', 10_000, 100),
+        log,
+      })
+    : undefined;
   let stoppedBy: keyof typeof SIGNAL_EXIT | undefined;
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => {
       if (stoppedBy) process.exit(SIGNAL_EXIT[signal]);
       stoppedBy = signal;
       // Ends the input: the mirror finishes the frame in hand, records its cursor and stops.
-      source.destroy();
+      if (follower) follower.stop();
+      else process.stdin.destroy();
     });
   }
   try {
-    const result = await mirror.run(source);
+    const result = follower ? await follower.run() : await mirror.run(process.stdin);
     log(`end of stream ${result.streamId}: applied ${count(result.applied, 'frame')}, skipped ${result.skipped} already applied, at #${result.seq}`);
   } catch (err) {
     if (!stoppedBy) throw err;

@@ -78,32 +78,62 @@ export class Mirror {
     return this.seq;
   }
 
+  /** The stream the replica follows (null before its first stream). */
+  get stream(): string | null {
+    return this.streamId;
+  }
+
   /** Applies a whole stream. Resolves at its end frame; rejects with a TfsError naming the frame. */
   async run(source: AsyncIterable<Uint8Array>): Promise<MirrorResult> {
+    try {
+      if ((await this.apply(source)) === 'cut') throw new TfsError(ErrorCode.TRUNCATED, `the stream was cut off after frame #${this.seq} without an end frame`);
+      return this.result();
+    } finally {
+      this.close();
+    }
+  }
+
+  /**
+   * Applies what one connection brings: its stream header, then frames. Resolves 'end' at the end
+   * frame, 'cut' when the input ends before it (the cursor is committed either way: a new
+   * connection resumes after the last frame applied). Rejects with a TfsError naming the frame.
+   */
+  async apply(source: AsyncIterable<Uint8Array>): Promise<'end' | 'cut'> {
     const decoder = new FrameDecoder();
+    this.header = null;
     try {
       for await (const chunk of source) {
         for (const frame of decoder.push(chunk)) {
           this.accept(decodeOp(frame));
-          if (this.ended) return this.result();
+          if (this.ended) return 'end';
         }
         this.commit();
       }
       decoder.end();
-      throw new TfsError(ErrorCode.TRUNCATED, `the stream was cut off after frame #${this.seq} without an end frame`);
+      return 'cut';
     } finally {
       this.commit();
-      this.replayer.close();
-      this.cursor?.close();
     }
   }
 
-  private result(): MirrorResult {
+  /** Records the cursor and closes the replica and the cursor database. */
+  close(): void {
+    this.commit();
+    this.replayer.close();
+    this.cursor?.close();
+  }
+
+  /** What was done so far. */
+  result(): MirrorResult {
     return { streamId: this.streamId, applied: this.applied, skipped: this.skipped, seq: this.seq };
   }
 
   private accept(op: Op): void {
     if (op.type === FrameType.STREAM_HEADER) return this.begin(op);
+    if (op.type === FrameType.ERROR) {
+      const code = (Object.values(ErrorCode) as string[]).includes(op.code) ? (op.code as ErrorCode) : ErrorCode.PEER;
+      throw new TfsError(code, `the broadcaster refused: ${op.message}`, { hint: op.hint });
+    }
     if (this.header === null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the stream does not begin with a stream header', { seq: op.seq });
     if (op.seq <= this.seq) {
       if (op.type === FrameType.END) this.ended = true;
