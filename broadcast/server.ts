@@ -98,7 +98,10 @@ export class Broadcaster {
   private store: FrameLog | null = null;
   /** The first frame not available yet (in the window or the log). */
   private liveNext = 1n;
-  private endSeq: bigint | undefined;
+  /** Whether the last frame taken is an end frame (the stream may still go on after it). */
+  private atEnd = false;
+  /** No frame will come any more: clients that have everything are closed. */
+  private inputDone = false;
   private nextSessionId = 1;
   private wake: (() => void) | null = null;
   private appendsSinceTrim = 0;
@@ -144,14 +147,15 @@ export class Broadcaster {
    */
   async run(input: AsyncIterable<Uint8Array> | null): Promise<void> {
     try {
-      this.openLog(input === null);
       if (input === null) await this.follow();
       else await this.consume(input);
-      const linger = this.options.lingerMs ?? (input === null ? 15_000 : 0);
+      this.inputDone = true;
+      for (const s of this.sessions) this.schedule(s);
+      const linger = input === null ? 0 : this.options.lingerMs ?? 0;
       // Linger counts from the end of the stream, or the last connection after it.
       this.lastConnect = Date.now();
       for (;;) {
-        await this.until(() => [...this.sessions].every((s) => s.state === 'done' || s.state === 'hello'));
+        await this.until(() => this.everyoneServed());
         const quiet = Date.now() - this.lastConnect;
         if (quiet >= linger) break;
         await this.until(() => false, linger - quiet);
@@ -159,6 +163,12 @@ export class Broadcaster {
     } finally {
       await this.close();
     }
+  }
+
+  /** Whether every client has the whole stream so far (or is gone, or still saying hello). */
+  private everyoneServed(): boolean {
+    for (const s of this.sessions) if (s.state === 'waiting' || (s.state === 'live' && s.next < this.liveNext)) return false;
+    return true;
   }
 
   /** Stops listening, finishes delivering what is queued, and closes every client. */
@@ -200,23 +210,38 @@ export class Broadcaster {
     this.liveNext = this.store.lastSeq + 1n;
   }
 
-  /** Reads the stream from the input. */
+  /**
+   * Reads the stream from the input. The log is opened once the first frame is in: a journal that
+   * spools into the same DIR has opened it by then (it spools each frame before writing it out),
+   * so `tfs-journal --spool D ... | tfs-broadcast --log D ...`, started together, agree on who writes.
+   */
   private async consume(input: AsyncIterable<Uint8Array>): Promise<void> {
     const splitter = new FrameDecoder({ verify: false });
+    let opened = false;
     for await (const chunk of input) {
       for (const frame of splitter.push(chunk)) {
+        if (!opened) {
+          this.openLog(false);
+          opened = true;
+        }
         const waiting = this.accept(frame);
         if (waiting) await waiting;
       }
     }
     splitter.end();
-    if (this.endSeq === undefined) throw new TfsError(ErrorCode.TRUNCATED, 'the input ended without an end frame');
+    if (!this.atEnd) throw new TfsError(ErrorCode.TRUNCATED, 'the input ended without an end frame');
   }
 
-  /** Follows a log written by another process until its end frame. */
+  /**
+   * Follows a log written by another process until its end frame, and past it while the stream
+   * goes on (a journal started again with its spool): it stops once the end frame is the last one,
+   * every client has it, and nobody connected for the linger time.
+   */
   private async follow(): Promise<void> {
+    this.openLog(true);
     const store = this.store!;
     const dir = this.options.logDir!;
+    const linger = this.options.lingerMs ?? 15_000;
     const watcher = fs.watch(dir, () => this.poke());
     const poll = setInterval(() => this.poke(), TAIL_POLL_MS);
     try {
@@ -226,19 +251,22 @@ export class Broadcaster {
       }
       this.onHeader(Buffer.from(store.header));
       const last = store.lastSeq;
-      if (last > 0n && store.cursor(last).read(1)[0]?.type === FrameType.END) this.endSeq = last;
+      if (last > 0n) this.atEnd = store.cursor(last).read(1)[0]?.type === FrameType.END;
+      let endedAt = Date.now();
       const cursor = store.cursor(last + 1n);
-      while (this.endSeq === undefined) {
+      for (;;) {
         const frames = cursor.read();
-        if (frames.length === 0) {
-          await this.nap();
-          store.refresh();
-          continue;
-        }
         for (const frame of frames) {
           const waiting = this.accept(frame);
           if (waiting) await waiting;
         }
+        if (frames.length > 0) {
+          endedAt = Date.now();
+          continue;
+        }
+        if (this.atEnd && this.everyoneServed() && Date.now() - Math.max(endedAt, this.lastConnect) >= linger) break;
+        await this.nap();
+        store.refresh();
       }
       cursor.close();
     } finally {
@@ -254,9 +282,8 @@ export class Broadcaster {
       return;
     }
     if (this.header === null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the input does not begin with a stream header', { seq: frame.seq });
-    if (this.endSeq !== undefined && frame.seq > this.endSeq) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the input continues after the end frame', { seq: frame.seq });
     if (this.writer) this.record(frame);
-    if (frame.type === FrameType.END) this.endSeq = frame.seq;
+    if (frame.seq >= this.liveNext) this.atEnd = frame.type === FrameType.END;
     if (this.clientCount < this.minClients) return this.hold(frame);
     return this.take(frame);
   }
@@ -379,8 +406,8 @@ export class Broadcaster {
     if (session.fromSeq !== undefined) next = session.fromSeq + 1n;
     else if (this.store !== null && this.store.firstSeq === 1n) next = 1n; // the whole stream is there
     else next = this.liveNext; // a new replica joins live
-    // A replica that has the whole stream gets its end frame again (it skips it), and so ends.
-    if (this.endSeq !== undefined && next > this.endSeq) next = this.endSeq;
+    // A replica that has the whole stream, which ended, gets its end frame again (it skips it), and so ends.
+    if (this.atEnd && next >= this.liveNext) next = this.liveNext - 1n;
     if (next < oldest) {
       const where = this.store ? `the log in ${this.options.logDir} keeps #${oldest} on` : `this broadcaster keeps no log (--log) and holds #${oldest} on in memory`;
       return this.refuse(session, ErrorCode.HISTORY_GONE, `the replica needs frames from #${next} on; ${where}`, 'The replica is too far behind to catch up here: bootstrap it again.');
@@ -443,7 +470,7 @@ export class Broadcaster {
     } finally {
       if (!socket.destroyed) socket.uncork();
     }
-    if (this.endSeq !== undefined && session.next > this.endSeq) {
+    if (this.inputDone && session.next >= this.liveNext) {
       session.state = 'done';
       socket.end();
       this.poke();

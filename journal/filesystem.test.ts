@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type Fuse from 'fuse-native';
 import { FrameDecoder } from '../shared/decoder';
-import { FrameType, MAGIC, PROTOCOL_VERSION, frameTypeName } from '../shared/frame';
+import { FrameType, frameTypeName } from '../shared/frame';
+import { StreamBuilder } from '../shared/stream-builder';
 import { decodeOp, Op } from '../shared/ops';
 import { FrameSink } from './sink';
 import { JournalFs } from './filesystem';
@@ -26,12 +27,12 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const caller = () => ({ pid: 4242, uid: 0, gid: 0 });
 
-const HEADER = { type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId: 'test', startNs: 0n, firstSeq: 1n } as const;
+const HEADER = new StreamBuilder('test').list[0]!;
 
 /** A started sink on `fd`. */
 function startedSink(fd: number): FrameSink {
   const sink = new FrameSink(fd, (m) => logs.push(m));
-  sink.start(HEADER);
+  sink.start(HEADER, 1n);
   return sink;
 }
 
@@ -129,7 +130,7 @@ test('nothing is written before the sink starts; what was emitted before follows
   const sink = new FrameSink(fd, (m) => logs.push(m));
   sink.emit({ type: FrameType.UNLINK, path: 'early', parentTimes: [1n, 2n] });
   assert.equal(fs.statSync(out).size, 0);
-  sink.start(HEADER);
+  sink.start(HEADER, 1n);
   const frames = [...new FrameDecoder().push(fs.readFileSync(out))].map(decodeOp);
   assert.deepEqual(frames.map((f) => [frameTypeName(f.type), f.seq]), [['STREAM_HEADER', 0n], ['UNLINK', 1n]]);
   fs.closeSync(fd);

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import tty from 'node:tty';
 import { ErrorCode, TfsError } from '../shared/errors';
-import { parseCommandLine, runMain } from '../shared/cli';
+import { choiceOption, parseCommandLine, runMain, sizeOption } from '../shared/cli';
+import { SyncPolicy } from '../shared/framelog';
 import { count, stderrLogger } from '../shared/log';
 import { startJournal } from './mount';
 
@@ -12,10 +13,18 @@ through MNT to stdout as TFS frames (see shared/PROTOCOL.md). Nothing is written
 before the mount is up. Runs until MNT is unmounted (fusermount -u MNT, or
 SIGINT/SIGTERM/SIGHUP, which unmount first), then writes the end frame and exits.
 
-If the reader of stdout goes away, the mount keeps working and every later change
-is counted as lost. If this process dies, the mount stays and answers "Transport
+If the reader of stdout goes away, the mount keeps working; with --spool, the
+frames go on into the spool and nothing is lost, without it every later change is
+counted as lost. If this process dies, the mount stays and answers "Transport
 endpoint is not connected" to every call, so that no write lands in the bare
 mountpoint directory; the next start clears it.
+
+With --spool DIR, every frame is kept in the frame log in DIR as well as written to
+stdout; tfs-broadcast --log DIR serves it (only reading it: each frame is stored
+once). A journal started again with the same spool over the same STORE goes on with
+the same stream (same id, sequence numbers go on), first sending what its previous
+reader may not have taken; if STORE changed while no journal was mounted, it
+refuses (TFS_STORE_CHANGED) and says what to do.
 
 Options:
   --allow-other      let every user use the mount: the kernel checks each caller's
@@ -24,14 +33,32 @@ Options:
   -o, --option OPT   extra libfuse mount option, verbatim (repeatable). allow_other
                      or allow_root here means --allow-other; auto_unmount, uid=,
                      gid= and umask= are refused
+  --spool DIR        keep every frame in the frame log in DIR (outside STORE and MNT)
+  --spool-max SIZE   the spool's bound (e.g. 10G; default: the smaller of 4G and
+                     half the space free under DIR at start): past it the oldest
+                     frames go, loudly if no reader had taken them
+  --sync POLICY      when the spool is made durable: fsync (default: when a
+                     program fsyncs, at the end, and at least every second),
+                     always, never
   -h, --help         this text
 
-Exit status: 0 once unmounted with every change delivered; 1 if changes were not
-delivered (the reader went away: the first lost frame is named) or the mount
-failed; 2 on usage errors, or when stdout is a terminal.`;
+Exit status: 0 once unmounted with every change delivered (to the reader or the
+spool); 1 if changes were lost (the first lost frame is named), the mount failed,
+or STORE changed since the spooled stream's last frame; 2 on usage errors, or
+when stdout is a terminal.`;
 
 runMain('tfs-journal', async () => {
-  const { values, positionals } = parseCommandLine(HELP, { 'allow-other': { type: 'boolean' }, option: { type: 'string', short: 'o', multiple: true } }, { min: 2, max: 2 });
+  const { values, positionals } = parseCommandLine(
+    HELP,
+    {
+      'allow-other': { type: 'boolean' },
+      option: { type: 'string', short: 'o', multiple: true },
+      spool: { type: 'string' },
+      'spool-max': { type: 'string' },
+      sync: { type: 'string' },
+    },
+    { min: 2, max: 2 },
+  );
   if (tty.isatty(1)) throw new TfsError(ErrorCode.TTY_OUTPUT, 'refusing to write binary frames to a terminal: pipe stdout into tfs-mirror, tfs-broadcast or tfs-inspect');
   const log = stderrLogger('tfs-journal');
   // Nothing the journal does for its own sake may take the filesystem down: an error outside the
@@ -44,6 +71,9 @@ runMain('tfs-journal', async () => {
     fd: 1,
     allowOther: values['allow-other'],
     fuseOptions: values.option?.flatMap((o) => o.split(',')),
+    spool: values.spool,
+    spoolMax: sizeOption(values['spool-max'], 'spool-max'),
+    sync: choiceOption(values.sync, 'sync', SyncPolicy, SyncPolicy.FSYNC),
     log,
   });
   log(`mounted ${positionals[1]} over ${positionals[0]}, stream ${journal.streamId}`);
@@ -51,7 +81,7 @@ runMain('tfs-journal', async () => {
   const loss = await journal.done;
   if (loss !== null) {
     throw new TfsError(ErrorCode.NOT_DELIVERED, `unmounted; ${count(loss.count, 'change')} made on the store ${loss.count === 1 ? 'was' : 'were'} not delivered: frames from #${loss.firstSeq} on never reached the reader`, {
-      hint: 'The replica stops before that frame: bring it up to date with a copy of the store (see "What happens when" in the README).',
+      hint: 'The replicas stop before that frame: bring them to the store\'s state with a copy (see "What is never lost" in the README); --spool keeps the frames when the reader goes away.',
     });
   }
   log('unmounted; every change was delivered');

@@ -6,6 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
 import { FrameSink, Loss } from './sink';
+import { Spool, changedSince, defaultSpoolMax, streamIdOf } from './spool';
+import { FrameEncoder } from '../shared/encoder';
+import { SyncPolicy } from '../shared/framelog';
+import { opMeta } from '../shared/ops';
 import { stderrLogger } from '../shared/log';
 import { JournalFs } from './filesystem';
 
@@ -17,6 +21,11 @@ export interface JournalOptions {
   allowOther?: boolean;
   /** Extra libfuse options, verbatim (checked by `checkFuseOptions`). */
   fuseOptions?: string[];
+  /** The spool: every frame is kept in this frame log too, and a stream found there goes on. */
+  spool?: string;
+  /** The spool's bound (default: defaultSpoolMax). */
+  spoolMax?: number;
+  sync?: SyncPolicy;
   log?: (message: string) => void;
 }
 
@@ -83,6 +92,11 @@ export function checkFuseOptions(options: string[]): { options: string[]; allowO
   return { options: kept, allowOther };
 }
 
+/** Whether `inner` is `outer` or lies inside it (real paths). */
+function within(inner: string, outer: string): boolean {
+  return inner === outer || inner.startsWith(outer + '/') || outer === '/';
+}
+
 /** Checks STORE and MNT before anything is mounted; returns their real paths. */
 function checkPaths(storeArg: string, mountArg: string, log: (m: string) => void): { store: string; mountpoint: string } {
   const isDir = (p: string, what: string): void => {
@@ -100,10 +114,33 @@ function checkPaths(storeArg: string, mountArg: string, log: (m: string) => void
   // Real paths: a symlink must not hide that one lies inside the other (every call would loop back).
   const store = fs.realpathSync(storeArg);
   const mountpoint = fs.realpathSync(mountArg);
-  if (store === mountpoint || store.startsWith(mountpoint + '/') || mountpoint.startsWith(store + '/') || store === '/' || mountpoint === '/') {
+  if (within(store, mountpoint) || within(mountpoint, store)) {
     throw new TfsError(ErrorCode.MOUNT_FAILED, `STORE ${store} and MNT ${mountpoint} (real paths) must not contain each other`);
   }
   return { store, mountpoint };
+}
+
+/**
+ * Opens the spool. A spool that holds a stream is continued only if nothing changed on STORE after
+ * its last frame (no entry's ctime is later): such a change is in no frame, and no replica could
+ * ever see it.
+ */
+function openSpool(options: JournalOptions, store: string, mountpoint: string, log: (m: string) => void): Spool {
+  fs.mkdirSync(options.spool!, { recursive: true });
+  const dir = fs.realpathSync(options.spool!);
+  if (within(dir, store) || within(dir, mountpoint)) throw new TfsError(ErrorCode.USAGE, `the spool ${dir} must lie outside STORE and MNT`);
+  const spool = Spool.open(dir, { maxBytes: options.spoolMax ?? defaultSpoolMax(dir), sync: options.sync, log });
+  const last = spool.lastAppendNs();
+  if (spool.header !== null && last !== null) {
+    const changed = changedSince(store, last);
+    if (changed !== null) {
+      spool.close();
+      throw new TfsError(ErrorCode.STORE_CHANGED, `STORE changed after the last frame of the stream spooled in ${dir} (${changed === '' ? 'its root' : JSON.stringify(changed)}, and maybe more): no frame carries that change, so the stream cannot go on`, {
+        hint: `Start a new stream (move ${dir} away, or give another --spool), and bring the replicas to the store's state with a copy.`,
+      });
+    }
+  }
+  return spool;
 }
 
 /** Mounts the journal and starts streaming. Resolves once the mount is up; writes nothing before. */
@@ -115,8 +152,11 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
   // Modes from the kernel already have the caller's umask applied; ours must not mask them again.
   process.umask(0);
 
-  const sink = new FrameSink(options.fd, log);
-  const streamId = randomBytes(16).toString('hex');
+  const spool = options.spool === undefined ? undefined : openSpool(options, store, mountpoint, log);
+  const sink = new FrameSink(options.fd, log, spool);
+  const header = spool?.header ?? Buffer.from(new FrameEncoder(0n).encode(FrameType.STREAM_HEADER, opMeta({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId: randomBytes(16).toString('hex'), startNs: BigInt(Date.now()) * 1000000n, firstSeq: 1n })));
+  const streamId = streamIdOf(header);
+  if (spool?.header) log(`going on with stream ${streamId} from the spool ${spool.dir}: frames from #${spool.lastSeq + 1n}`);
   let fuse: Fuse | undefined;
   const filesystem = new JournalFs(store, sink, log, () => {
     const c = fuse!.caller();
@@ -128,6 +168,8 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
   ops.destroy = () => {
     filesystem.close();
     sink.emit({ type: FrameType.END, reason: 'unmounted' });
+    sink.finish();
+    spool?.close();
     finish(sink.loss());
   };
   fuse = new Fuse(mountpoint, ops, {
@@ -158,9 +200,10 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
     );
   } catch (err) {
     filesystem.close();
+    spool?.close();
     throw err;
   }
-  sink.start({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId, startNs: BigInt(Date.now()) * 1000000n, firstSeq: 1n });
+  sink.start(header, spool ? spool.lastSeq + 1n : 1n, spool?.header ? spool.firstUnconfirmed : undefined);
   let stopping = false;
   return {
     streamId,

@@ -1,33 +1,36 @@
 import fs from 'node:fs';
 import { FrameEncoder } from '../shared/encoder';
+import { Offset } from '../shared/frame';
 import { OpInput, opMeta } from '../shared/ops';
 import { posix } from '../shared/posix';
+import { Spool } from './spool';
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 /** How many frames go by between two looks at how much the reader has taken. */
 const CHECK_EVERY = 256;
 
-/** Frames that were made but did not reach the reader. */
+/** Frames that were made but reached neither the reader nor the spool. */
 export interface Loss {
   /** How many. */
   count: number;
-  /** The first one: every frame from it on is lost (none after it reached the reader). */
+  /** The first one: every frame from it on is lost. */
   firstSeq: bigint;
 }
 
 /**
- * Writes frames to a file descriptor (the journal's stdout), synchronously and in call order.
- * A blocking write is the journal's backpressure: a slow reader throttles the filesystem.
+ * Writes frames to a file descriptor (the journal's stdout), synchronously and in call order,
+ * after appending each to the spool when there is one. A blocking write is the journal's
+ * backpressure: a slow reader throttles the filesystem.
  *
  * Nothing is written before `start` (the mount is up): a mount that fails leaves no stream behind.
- * If the reader goes away (EPIPE) the sink says so once, loudly, and drops every later frame,
- * so that the filesystem keeps working. It knows which frames the reader took: for a pipe, the
- * kernel tells how many bytes are still unread (also after the reader died); for a socket, only
- * that everything was taken when its queue was empty the last time we looked. `loss` then names
- * the first frame not known to have reached the reader.
+ * If the reader goes away (EPIPE) the sink says so once, loudly, and stops writing to it; with a
+ * spool the frames go on into the spool and nothing is lost, without one every later frame is.
+ * It knows which frames the reader took: for a pipe, the kernel tells how many bytes are still
+ * unread (also after the reader died); for a socket, only that everything was taken when its
+ * queue was empty the last time we looked. `loss` then names the first frame lost.
  */
 export class FrameSink {
-  private readonly encoder = new FrameEncoder(0n);
+  private encoder = new FrameEncoder(1n);
   private brokenBy: string | undefined;
   private readonly kind: 'pipe' | 'socket' | 'other';
   private started = false;
@@ -40,31 +43,46 @@ export class FrameSink {
   private pendingSeqs: bigint[] = [];
   private pendingEnds: number[] = [];
   private pendingHead = 0;
-  /** Frames not even built or written since the reader went away. */
+  /** Frames not even built since nobody takes them. */
   private skipped = 0;
   private firstSkipped: bigint | undefined;
 
   constructor(
     private readonly fd: number,
     private readonly log: (message: string) => void,
+    private readonly spool?: Spool,
   ) {
     const st = fs.fstatSync(fd);
     this.kind = st.isFIFO() ? 'pipe' : st.isSocket() ? 'socket' : 'other';
   }
 
-  /** Whether the reader went away (every later frame is dropped). */
+  /** Whether nobody takes frames any more (the reader is gone, and there is no working spool). */
   get broken(): boolean {
-    return this.brokenBy !== undefined;
+    return this.brokenBy !== undefined && (this.spool === undefined || this.spool.brokenAt !== undefined);
   }
 
-  /** Writes the stream header, then whatever was emitted before. Called once the mount is up. */
-  start(header: OpInput): void {
+  /**
+   * Starts the stream, once the mount is up: writes the header frame (and spools it), then the
+   * spooled frames from `replayFrom` on (a stream that goes on from an earlier run: what its reader
+   * may not have taken), then whatever was emitted before. Operation frames are numbered from
+   * `firstSeq`.
+   */
+  start(header: Uint8Array, firstSeq: bigint, replayFrom?: bigint): void {
+    this.encoder = new FrameEncoder(firstSeq);
     this.started = true;
-    this.emit(header);
+    this.spool?.setHeader(header);
+    this.deliver(header, [header]);
+    if (replayFrom !== undefined && this.spool) {
+      const cursor = this.spool.cursor(replayFrom);
+      for (let frames = cursor.read(); frames.length > 0 && this.brokenBy === undefined; frames = cursor.read()) {
+        for (const f of frames) this.deliver(f.bytes, [f.bytes]);
+      }
+      cursor.close();
+    }
     for (const [op, data] of this.early.splice(0)) this.emit(op, data);
   }
 
-  /** Counts a change that the caller did not build because the reader is gone. */
+  /** Counts a change that the caller did not build because nobody takes frames. */
   skip(): void {
     this.firstSkipped ??= this.encoder.seq;
     this.skipped++;
@@ -76,32 +94,39 @@ export class FrameSink {
       this.early.push([op, data === undefined ? undefined : Buffer.from(data)]);
       return;
     }
-    if (this.brokenBy !== undefined) return this.skip();
+    if (this.broken) return this.skip();
     const meta = opMeta(op);
-    const seq = this.encoder.seq;
-    let buffers: Uint8Array[];
+    let parts: Uint8Array[];
     if (data === undefined || data.length === 0) {
-      buffers = [this.encoder.encode(op.type, meta, data)];
+      parts = [this.encoder.encode(op.type, meta, data)];
     } else {
-      const parts = this.encoder.encodeParts(op.type, meta, data);
-      buffers = parts.pad.length > 0 ? [parts.head, parts.data, parts.pad] : [parts.head, parts.data];
+      const p = this.encoder.encodeParts(op.type, meta, data);
+      parts = p.pad.length > 0 ? [p.head, p.data, p.pad] : [p.head, p.data];
     }
-    let length = 0;
-    for (const b of buffers) length += b.length;
-    this.pendingSeqs.push(seq);
-    this.pendingEnds.push(this.written + length);
-    this.writeAll(buffers);
-    if (this.pendingSeqs.length - this.pendingHead >= CHECK_EVERY) this.refresh();
+    this.spool?.append(parts, this.encoder.seq - 1n);
+    this.deliver(parts[0]!, parts);
   }
 
-  /** The frames that did not reach the reader, or null when every frame did (as far as can be known). */
+  /** The frames lost, or null when every frame reached the reader or the spool (as far as can be known). */
   loss(): Loss | null {
-    // While the reader lives, everything written reaches it.
     if (this.brokenBy === undefined) return null;
     const unsent = this.pendingSeqs.length - this.pendingHead;
-    const count = unsent + this.skipped;
-    if (count === 0) return null;
-    return { count, firstSeq: unsent > 0 ? this.pendingSeqs[this.pendingHead]! : this.firstSkipped! };
+    const firstUndelivered = unsent > 0 ? this.pendingSeqs[this.pendingHead]! : this.firstSkipped ?? this.encoder.seq;
+    const spooledUntil = this.spool ? this.spool.brokenAt ?? this.encoder.seq : 0n;
+    const first = spooledUntil > firstUndelivered ? spooledUntil : firstUndelivered;
+    const count = Number(this.encoder.seq - first) + this.skipped;
+    return count > 0 ? { count, firstSeq: first } : null;
+  }
+
+  /** Writes one frame (given as parts; the first holds its header) to the reader, if it is there. */
+  private deliver(head: Uint8Array, parts: Uint8Array[]): void {
+    if (this.brokenBy !== undefined) return;
+    let length = 0;
+    for (const p of parts) length += p.length;
+    this.pendingSeqs.push(Buffer.from(head.buffer, head.byteOffset, head.length).readBigUInt64LE(Offset.SEQ));
+    this.pendingEnds.push(this.written + length);
+    this.writeAll(parts);
+    if (this.pendingSeqs.length - this.pendingHead >= CHECK_EVERY) this.refresh();
   }
 
   private writeAll(buffers: Uint8Array[]): void {
@@ -121,7 +146,11 @@ export class FrameSink {
         // A pipe still tells how much its dead reader never took; a socket forgets (see refresh).
         if (this.kind === 'pipe') this.refresh();
         const first = this.pendingSeqs[this.pendingHead]!;
-        this.log(`JOURNAL READER GONE (${this.brokenBy}): frames from #${first} on are NOT delivered; the filesystem keeps working`);
+        if (this.spool && this.spool.brokenAt === undefined) {
+          this.log(`journal reader gone (${this.brokenBy}) before frame #${first}: the frames go on into the spool ${this.spool.dir}, nothing is lost; serve them with: tfs-broadcast --log ${this.spool.dir} SOCKET < /dev/null`);
+        } else {
+          this.log(`JOURNAL READER GONE (${this.brokenBy}): frames from #${first} on are NOT delivered; the filesystem keeps working`);
+        }
         return;
       }
       this.written += written;
@@ -135,12 +164,19 @@ export class FrameSink {
     const unread = posix.unreadBytes(this.fd);
     if (this.kind === 'pipe' && unread >= 0) this.delivered = this.written - unread;
     else if (this.kind === 'other' || (this.kind === 'socket' && unread === 0 && this.brokenBy === undefined)) this.delivered = this.written;
+    const before = this.pendingHead;
     while (this.pendingHead < this.pendingSeqs.length && this.pendingEnds[this.pendingHead]! <= this.delivered) this.pendingHead++;
+    if (this.pendingHead > before) this.spool?.confirm(this.pendingSeqs[this.pendingHead - 1]!);
     if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pendingSeqs.length) {
       this.pendingSeqs = this.pendingSeqs.slice(this.pendingHead);
       this.pendingEnds = this.pendingEnds.slice(this.pendingHead);
       this.pendingHead = 0;
     }
+  }
+
+  /** Records how far the reader got (before the process ends). */
+  finish(): void {
+    if (this.brokenBy === undefined) this.refresh();
   }
 }
 

@@ -47,7 +47,8 @@ export class Mirror {
   private seq: bigint;
   private committed: bigint;
   private header: StreamHeader | null = null;
-  private ended = false;
+  /** Whether the last frame seen (applied or skipped) is an end frame. */
+  private atEnd = false;
   private applied = 0;
   private skipped = 0;
 
@@ -94,23 +95,23 @@ export class Mirror {
   }
 
   /**
-   * Applies what one connection brings: its stream header, then frames. Resolves 'end' at the end
-   * frame, 'cut' when the input ends before it (the cursor is committed either way: a new
-   * connection resumes after the last frame applied). Rejects with a TfsError naming the frame.
+   * Applies what one connection brings: its stream header, then frames, until the input ends.
+   * Resolves 'end' when the last frame was an end frame, 'cut' otherwise (the cursor is committed
+   * either way: a new connection resumes after the last frame applied). An end frame followed by
+   * more frames is a stream that went on (a journal started again with its spool): they are
+   * applied too. Rejects with a TfsError naming the frame.
    */
   async apply(source: AsyncIterable<Uint8Array>): Promise<'end' | 'cut'> {
     const decoder = new FrameDecoder();
     this.header = null;
+    this.atEnd = false;
     try {
       for await (const chunk of source) {
-        for (const frame of decoder.push(chunk)) {
-          this.accept(decodeOp(frame));
-          if (this.ended) return 'end';
-        }
+        for (const frame of decoder.push(chunk)) this.accept(decodeOp(frame));
         this.commit();
       }
       decoder.end();
-      return 'cut';
+      return this.atEnd ? 'end' : 'cut';
     } finally {
       this.commit();
     }
@@ -135,8 +136,8 @@ export class Mirror {
       throw new TfsError(code, `the broadcaster refused: ${op.message}`, { hint: op.hint });
     }
     if (this.header === null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'the stream does not begin with a stream header', { seq: op.seq });
+    this.atEnd = op.type === FrameType.END;
     if (op.seq <= this.seq) {
-      if (op.type === FrameType.END) this.ended = true;
       this.skipped++;
       return;
     }
@@ -156,7 +157,6 @@ export class Mirror {
     this.replayer.apply(op);
     this.seq = op.seq;
     this.applied++;
-    if (op.type === FrameType.END) this.ended = true;
     if (alone) this.commit();
   }
 

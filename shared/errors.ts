@@ -32,6 +32,8 @@ export const ErrorCode = {
   REFUSED: 'TFS_REFUSED',
   /** Changes made on the store were not delivered to the journal's reader (it went away). */
   NOT_DELIVERED: 'TFS_NOT_DELIVERED',
+  /** The store changed while no journal was mounted: the spooled stream cannot go on. */
+  STORE_CHANGED: 'TFS_STORE_CHANGED',
   /** The mount could not be set up (mountpoint busy, store missing, FUSE unavailable). */
   MOUNT_FAILED: 'TFS_MOUNT_FAILED',
   /** A peer (socket, client, broadcaster) misbehaved or went away. */

@@ -50,6 +50,8 @@ export interface FrameLogOptions {
 export interface Retention {
   maxBytes?: number;
   maxAgeMs?: number;
+  /** Whatever the other bounds say, keep every segment that holds this frame or a later one. */
+  keepFrom?: bigint;
 }
 
 /** Frames removed by a trim. */
@@ -482,6 +484,7 @@ export class FrameLogWriter extends FrameLog {
     let bytes = 0;
     while (this.segments.length > 1) {
       const oldest = this.segments[0]!;
+      if (retention.keepFrom !== undefined && this.segments[1]!.first > retention.keepFrom) break;
       const st = stat(oldest.idx);
       const size = stat(oldest.seg)?.size ?? 0;
       const tooBig = retention.maxBytes !== undefined && total > retention.maxBytes;

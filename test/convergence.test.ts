@@ -5,6 +5,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import type Fuse from 'fuse-native';
 import { FrameSink } from '../journal/sink';
+import { StreamBuilder } from '../shared/stream-builder';
 import { JournalFs } from '../journal/filesystem';
 import { Mirror } from '../mirror/mirror';
 import { dirs, tempDir, treeDiff } from './harness';
@@ -37,8 +38,7 @@ type Step = typeof arbStep extends fc.Arbitrary<infer S> ? S : never;
 function journalRun(store: string, file: string, steps: Step[]): void {
   const fd = fs.openSync(file, 'w');
   const sink = new FrameSink(fd, () => {});
-  const header = { type: 0x01 as const, magic: 'tfs-journal', version: 1, streamId: `conv-${Math.random()}`, startNs: 0n, firstSeq: 1n };
-  sink.start(header);
+  sink.start(new StreamBuilder(`conv-${Math.random()}`).list[0]!, 1n);
   const journal = new JournalFs(store, sink, () => {}, () => ({ pid: 1, uid: 0, gid: 0 }));
   const ops = journal.operations() as Required<Fuse.Operations>;
   const open: number[] = [];

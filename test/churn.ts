@@ -1,0 +1,96 @@
+// A program that keeps changing a tree until told to stop: `node churn.js DIR SEED STOPFILE`.
+// Every call must succeed; the first failure is printed and the program exits 1. It prints the
+// number of operations it made. Used by the end-to-end tests as "the programs on the mount".
+import fs from 'node:fs';
+import path from 'node:path';
+
+const [dir, seedArg, stopFile] = process.argv.slice(2) as [string, string, string];
+let seed = Number(seedArg) >>> 0 || 1;
+/** xorshift32: the same seed makes the same operations. */
+function rand(n: number): number {
+  seed ^= seed << 13;
+  seed ^= seed >>> 17;
+  seed ^= seed << 5;
+  return (seed >>> 0) % n;
+}
+
+const files: string[] = [];
+const dirs: string[] = [''];
+let counter = 0;
+const p = (rel: string) => path.join(dir, rel);
+const pick = <T>(a: T[]): T | undefined => (a.length === 0 ? undefined : a[rand(a.length)]);
+const fresh = (prefix: string) => {
+  const parent = pick(dirs)!;
+  return parent === '' ? `${prefix}${counter++}` : `${parent}/${prefix}${counter++}`;
+};
+
+fs.mkdirSync(dir, { recursive: true });
+let ops = 0;
+try {
+  while (!fs.existsSync(stopFile)) {
+    const file = pick(files);
+    switch (rand(12)) {
+      case 0:
+      case 1: {
+        const f = fresh('f');
+        fs.writeFileSync(p(f), Buffer.alloc(rand(20_000), rand(256)));
+        files.push(f);
+        break;
+      }
+      case 2:
+      case 3:
+        if (file) fs.appendFileSync(p(file), `line ${ops}\n`.repeat(rand(50) + 1));
+        break;
+      case 4:
+        if (file) {
+          const fd = fs.openSync(p(file), 'r+');
+          fs.writeSync(fd, Buffer.alloc(rand(9000) + 1, rand(256)), 0, undefined, rand(30_000));
+          fs.closeSync(fd);
+        }
+        break;
+      case 5:
+        if (file) fs.truncateSync(p(file), rand(10_000));
+        break;
+      case 6:
+        if (file) {
+          const to = fresh('r');
+          fs.renameSync(p(file), p(to));
+          files[files.indexOf(file)] = to;
+        }
+        break;
+      case 7:
+        if (file && files.length > 20) {
+          fs.unlinkSync(p(file));
+          files.splice(files.indexOf(file), 1);
+        }
+        break;
+      case 8:
+        if (dirs.length < 20) {
+          const d = fresh('d');
+          fs.mkdirSync(p(d));
+          dirs.push(d);
+        }
+        break;
+      case 9:
+        if (file) {
+          const l = fresh('l');
+          fs.linkSync(p(file), p(l));
+          files.push(l);
+        }
+        break;
+      case 10:
+        if (file) fs.chmodSync(p(file), [0o644, 0o600, 0o755][rand(3)]!);
+        break;
+      case 11: {
+        const s = fresh('s');
+        fs.symlinkSync(file ?? 'nowhere', p(s));
+        break;
+      }
+    }
+    ops++;
+  }
+} catch (err) {
+  process.stderr.write(`churn: operation ${ops} failed: ${(err as Error).stack}\n`);
+  process.exit(1);
+}
+process.stdout.write(`${ops}\n`);
