@@ -5,7 +5,7 @@ import { FrameDecoder } from '../shared/decoder';
 import { FrameEncoder } from '../shared/encoder';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { Frame, FrameType, PROTOCOL_VERSION } from '../shared/frame';
-import { FrameLog, FrameLogWriter, LogCursor, Retention, SyncPolicy } from '../shared/framelog';
+import { FrameLog, FrameLogWriter, LogCursor, Retention, SyncPolicy, segmentBytesFor } from '../shared/framelog';
 import { decodeOp, opMeta } from '../shared/ops';
 import { Window } from './window';
 
@@ -203,7 +203,7 @@ export class Broadcaster {
       this.store = FrameLog.openReader(dir);
       this.log(`serving the log in ${dir}, which ${follow ? 'is followed to its end frame' : 'the journal writes (its --spool)'}`);
     } else {
-      this.writer = FrameLogWriter.open(dir, { sync: this.options.sync, log: this.log });
+      this.writer = FrameLogWriter.open(dir, { sync: this.options.sync, log: this.log, segmentBytes: segmentBytesFor(this.options.retain?.maxBytes) });
       this.store = this.writer;
     }
     if (this.store.header) this.onHeader(Buffer.from(this.store.header));

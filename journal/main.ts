@@ -80,7 +80,7 @@ runMain('tfs-journal', async () => {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => journal.stop());
   const loss = await journal.done;
   if (loss !== null) {
-    throw new TfsError(ErrorCode.NOT_DELIVERED, `unmounted; ${count(loss.count, 'change')} made on the store ${loss.count === 1 ? 'was' : 'were'} not delivered: frames from #${loss.firstSeq} on never reached the reader`, {
+    throw new TfsError(ErrorCode.NOT_DELIVERED, `unmounted; ${count(loss.count, 'change')} made on the store ${loss.count === 1 ? 'was' : 'were'} not delivered: frames from #${loss.firstSeq} on never reached the reader${values.spool ? ' nor stayed in the spool' : ''}`, {
       hint: 'The replicas stop before that frame: bring them to the store\'s state with a copy (see "What is never lost" in the README); --spool keeps the frames when the reader goes away.',
     });
   }

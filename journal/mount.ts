@@ -126,7 +126,7 @@ function checkPaths(storeArg: string, mountArg: string, log: (m: string) => void
  * ever see it.
  */
 function openSpool(options: JournalOptions, store: string, mountpoint: string, log: (m: string) => void): Spool {
-  fs.mkdirSync(options.spool!, { recursive: true });
+  fs.mkdirSync(options.spool!, { recursive: true, mode: 0o700 });
   const dir = fs.realpathSync(options.spool!);
   if (within(dir, store) || within(dir, mountpoint)) throw new TfsError(ErrorCode.USAGE, `the spool ${dir} must lie outside STORE and MNT`);
   const spool = Spool.open(dir, { maxBytes: options.spoolMax ?? defaultSpoolMax(dir), sync: options.sync, log });

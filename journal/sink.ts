@@ -13,7 +13,7 @@ const CHECK_EVERY = 256;
 export interface Loss {
   /** How many. */
   count: number;
-  /** The first one: every frame from it on is lost. */
+  /** The first one. */
   firstSeq: bigint;
 }
 
@@ -107,15 +107,36 @@ export class FrameSink {
     this.deliver(parts[0]!, parts);
   }
 
-  /** The frames lost, or null when every frame reached the reader or the spool (as far as can be known). */
+  /**
+   * The frames lost, or null when every frame reached the reader or the spool (as far as can be
+   * known). While the reader lives, everything written reaches it. Once it is gone, a frame it did
+   * not take is lost if the spool does not hold it: the spool broke before it, or its bound
+   * dropped it.
+   */
   loss(): Loss | null {
     if (this.brokenBy === undefined) return null;
     const unsent = this.pendingSeqs.length - this.pendingHead;
-    const firstUndelivered = unsent > 0 ? this.pendingSeqs[this.pendingHead]! : this.firstSkipped ?? this.encoder.seq;
-    const spooledUntil = this.spool ? this.spool.brokenAt ?? this.encoder.seq : 0n;
-    const first = spooledUntil > firstUndelivered ? spooledUntil : firstUndelivered;
-    const count = Number(this.encoder.seq - first) + this.skipped;
-    return count > 0 ? { count, firstSeq: first } : null;
+    const undelivered = unsent > 0 ? this.pendingSeqs[this.pendingHead]! : this.firstSkipped ?? this.encoder.seq;
+    const max = (a: bigint, b: bigint) => (a > b ? a : b);
+    let count = 0n;
+    let first: bigint | undefined;
+    const lose = (from: bigint, to: bigint) => {
+      const a = max(from, undelivered);
+      if (a > to) return;
+      count += to - a + 1n;
+      if (first === undefined || a < first) first = a;
+    };
+    const end = this.encoder.seq - 1n;
+    if (!this.spool) lose(undelivered, end);
+    else {
+      for (const d of this.spool.dropped) lose(d.fromSeq, d.toSeq);
+      if (this.spool.brokenAt !== undefined) lose(this.spool.brokenAt, end);
+    }
+    if (this.skipped > 0) {
+      count += BigInt(this.skipped);
+      first ??= this.firstSkipped;
+    }
+    return first === undefined ? null : { count: Number(count), firstSeq: first };
   }
 
   /** Writes one frame (given as parts; the first holds its header) to the reader, if it is there. */

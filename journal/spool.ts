@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FrameDecoder } from '../shared/decoder';
 import { ErrorCode, TfsError } from '../shared/errors';
-import { FrameLogWriter, LogCursor, SyncPolicy } from '../shared/framelog';
+import { FrameLogWriter, LogCursor, SyncPolicy, segmentBytesFor } from '../shared/framelog';
 import { decodeOp } from '../shared/ops';
 import { Tree } from '../shared/tree';
 
@@ -33,6 +33,8 @@ export class Spool {
   private readonly deliveredFile: string;
   /** The first frame the spool could not take; every later one is missing from it too. */
   brokenAt: bigint | undefined;
+  /** Ranges of frames dropped by the bound before the reader was known to have them. */
+  readonly dropped: { fromSeq: bigint; toSeq: bigint }[] = [];
 
   private constructor(
     private readonly log: FrameLogWriter,
@@ -48,7 +50,7 @@ export class Spool {
 
   /** Opens (or creates) the spool in DIR; refuses when another process writes it. */
   static open(dir: string, options: SpoolOptions): Spool {
-    return new Spool(FrameLogWriter.open(dir, { sync: options.sync, log: options.log }), options);
+    return new Spool(FrameLogWriter.open(dir, { sync: options.sync, log: options.log, segmentBytes: segmentBytesFor(options.maxBytes) }), options);
   }
 
   get dir(): string {
@@ -116,7 +118,7 @@ export class Spool {
     if (seq <= this.confirmed) return;
     this.confirmed = seq;
     try {
-      fs.writeFileSync(this.deliveredFile, `${seq}\n`);
+      fs.writeFileSync(this.deliveredFile, `${seq}\n`, { mode: 0o600 });
     } catch {
       // a full disk: only the replay to the next reader starts earlier
     }
@@ -126,6 +128,7 @@ export class Spool {
   private trim(maxBytes: number): void {
     const trimmed = this.log.trim({ maxBytes });
     if (trimmed !== null && trimmed.toSeq > this.confirmed) {
+      this.dropped.push({ fromSeq: this.confirmed + 1n > trimmed.fromSeq ? this.confirmed + 1n : trimmed.fromSeq, toSeq: trimmed.toSeq });
       this.options.log(
         `SPOOL FULL (${this.options.maxBytes} bytes): dropped frames #${trimmed.fromSeq} to #${trimmed.toSeq}, of which #${this.confirmed + 1n > trimmed.fromSeq ? this.confirmed + 1n : trimmed.fromSeq} on had reached no reader. Replicas behind #${trimmed.toSeq + 1n} must be bootstrapped again; a larger --spool-max keeps more.`,
       );

@@ -71,6 +71,12 @@ interface Segment {
   idx: string;
 }
 
+/** A segment size that lets a log bounded to `maxBytes` trim in steps of about a sixteenth of it. */
+export function segmentBytesFor(maxBytes: number | undefined): number {
+  if (maxBytes === undefined) return DEFAULT_SEGMENT;
+  return Math.max(64 * 1024, Math.min(DEFAULT_SEGMENT, Math.floor(maxBytes / 16)));
+}
+
 function segmentName(first: bigint): string {
   return first.toString().padStart(SEGMENT_DIGITS, '0');
 }
@@ -368,7 +374,7 @@ export class FrameLogWriter extends FrameLog {
 
   /** Opens (or creates) DIR for appending; refuses when another process writes it. */
   static open(dir: string, options: FrameLogOptions = {}): FrameLogWriter {
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const lockFd = fs.openSync(path.join(dir, 'lock'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     if (!posix.tryLock(lockFd)) {
       fs.closeSync(lockFd);
@@ -408,7 +414,7 @@ export class FrameLogWriter extends FrameLog {
       return;
     }
     const tmp = path.join(this.dir, 'header.tmp');
-    const fd = fs.openSync(tmp, 'w', 0o600);
+    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
     try {
       fs.writeSync(fd, frame);
       fs.fsyncSync(fd);
@@ -596,10 +602,14 @@ export class FrameLogWriter extends FrameLog {
       return;
     }
     this.segFd = fs.openSync(last.seg, fs.constants.O_RDWR);
-    fs.ftruncateSync(this.segFd, pos);
+    // Only what is wrong is rewritten: the index's modification time tells when the last frame came.
+    if (pos < bytes.length) fs.ftruncateSync(this.segFd, pos);
     this.idxFd = fs.openSync(last.idx, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-    fs.ftruncateSync(this.idxFd, 0);
-    fs.writeSync(this.idxFd, index, 0, index.length, 0);
+    const current = fs.readFileSync(last.idx);
+    if (!current.equals(index)) {
+      fs.ftruncateSync(this.idxFd, 0);
+      fs.writeSync(this.idxFd, index, 0, index.length, 0);
+    }
     this.segSize = pos;
     this.last = expected - 1n;
   }

@@ -104,14 +104,25 @@ export function isMounted(mnt: string): boolean {
   return mountPoints().includes(path.resolve(mnt));
 }
 
-/** Lazily unmounts (fusermount -uz), ignoring a mount that is already gone. */
+/** Lazily unmounts (fusermount -uz for FUSE, umount -l for the rest), ignoring a mount that is already gone. */
 export function unmount(mnt: string): void {
   if (!isMounted(mnt)) return;
   try {
     execFileSync('fusermount', ['-uz', mnt], { stdio: 'ignore' });
   } catch {
-    // raced with the journal's own unmount
+    // not FUSE (a tmpfs of a test), or raced with the journal's own unmount
+    try {
+      if (isMounted(mnt)) execFileSync('umount', ['-l', mnt], { stdio: 'ignore' });
+    } catch {
+      // gone meanwhile
+    }
   }
+}
+
+/** Mounts a tmpfs of `size` (e.g. '2m') at `dir` (inside a tempDir, which unmounts it). */
+export function smallDisk(dir: string, size: string): void {
+  fs.mkdirSync(dir, { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tfs-test', dir]);
 }
 
 export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
