@@ -10,6 +10,8 @@ export interface Cursor {
   handles: Map<number, string | null>;
   /** The first frame this replica received, when it joined the stream after its start (else null). */
   joinedAt: bigint | null;
+  /** Set while a mirror runs (see `markRunning`): a run that stopped uncleanly left it behind. */
+  running: { where: string; durable: boolean } | null;
 }
 
 /**
@@ -25,18 +27,25 @@ export class CursorStore {
   private readonly commitTx: (seq: bigint, changes: Map<number, string | null | undefined>) => void;
   private streamId: string | null;
 
-  constructor(file: string) {
+  /**
+   * `durable`: every commit reaches the disk before it returns (synchronous = FULL). Otherwise a
+   * process crash loses nothing committed, and a power cut may lose the last commits (as it may
+   * lose the replica's own unsynced writes: the unclean-stop mark catches that).
+   */
+  constructor(file: string, durable = false) {
     try {
       this.db = new Database(file);
       this.db.pragma('journal_mode = WAL');
-      // A process crash loses nothing that was committed; the replica's own writes are not fsynced either.
-      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma(durable ? 'synchronous = FULL' : 'synchronous = NORMAL');
       this.db.defaultSafeIntegers(true);
       this.db.exec(`
         CREATE TABLE IF NOT EXISTS cursor (one INTEGER PRIMARY KEY CHECK (one = 1), stream_id TEXT, seq INTEGER NOT NULL, joined_at INTEGER);
         CREATE TABLE IF NOT EXISTS handles (handle INTEGER PRIMARY KEY, path TEXT);
         INSERT OR IGNORE INTO cursor (one, stream_id, seq) VALUES (1, NULL, 0);
       `);
+      // Added after version 0.1: the unclean-stop mark.
+      const columns = (this.db.prepare('PRAGMA table_info(cursor)').all() as { name: string }[]).map((c) => c.name);
+      if (!columns.includes('running')) this.db.exec('ALTER TABLE cursor ADD COLUMN running TEXT; ALTER TABLE cursor ADD COLUMN running_durable INTEGER');
     } catch (err) {
       throw new TfsError(ErrorCode.STATE, `cannot open the cursor database ${file}: ${(err as Error).message}`, { cause: err });
     }
@@ -55,12 +64,18 @@ export class CursorStore {
 
   /** Reads the cursor as last committed. */
   load(): Cursor {
-    const row = this.db.prepare('SELECT stream_id, seq, joined_at FROM cursor WHERE one = 1').get() as { stream_id: string | null; seq: bigint; joined_at: bigint | null };
+    const row = this.db.prepare('SELECT stream_id, seq, joined_at, running, running_durable FROM cursor WHERE one = 1').get() as {
+      stream_id: string | null;
+      seq: bigint;
+      joined_at: bigint | null;
+      running: string | null;
+      running_durable: bigint | null;
+    };
     const handles = new Map<number, string | null>();
     for (const h of this.db.prepare('SELECT handle, path FROM handles').all() as { handle: bigint; path: string | null }[]) {
       handles.set(Number(h.handle), h.path);
     }
-    return { streamId: row.stream_id, seq: row.seq, handles, joinedAt: row.joined_at };
+    return { streamId: row.stream_id, seq: row.seq, handles, joinedAt: row.joined_at, running: row.running === null ? null : { where: row.running, durable: row.running_durable === 1n } };
   }
 
   /** Starts following a stream from scratch (a new replica, or the user said to start over). */
@@ -71,6 +86,26 @@ export class CursorStore {
       this.streamId = streamId;
       this.setCursor.run(streamId, 0n);
     })();
+  }
+
+  /**
+   * Marks the replica as being written: `where` names this boot and this mount of the replica.
+   * A clean stop clears it (`markStopped`); found set later, it means the last run did not stop
+   * cleanly, and if `where` changed since (a reboot, a remount) its unsynced writes may be gone.
+   */
+  markRunning(where: string, durable: boolean): void {
+    // The mark must be on disk before the replica is touched: this one commit is always synced.
+    const mode = this.db.pragma('synchronous', { simple: true });
+    this.db.pragma('synchronous = FULL');
+    try {
+      this.db.prepare('UPDATE cursor SET running = ?, running_durable = ? WHERE one = 1').run(where, durable ? 1n : 0n);
+    } finally {
+      this.db.pragma(`synchronous = ${mode}`);
+    }
+  }
+
+  markStopped(): void {
+    this.db.prepare('UPDATE cursor SET running = NULL, running_durable = NULL WHERE one = 1').run();
   }
 
   /** Records that this replica joined the stream late, at frame `seq`. */

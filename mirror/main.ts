@@ -27,6 +27,10 @@ Options:
   --allow-devices         create character and block device nodes (refused otherwise)
   --preserve-privileges   keep setuid/setgid bits on files and security.capability
                           xattrs (dropped otherwise, with a note)
+  --durable               the cursor only ever covers what is on disk (the replica's
+                          filesystem is synced before each commit): a power cut then
+                          costs nothing. Without it, a run that stopped uncleanly on
+                          another boot or mount is refused (TFS_UNCLEAN_STOP)
   -q, --quiet             no progress messages
   -h, --help              this text
 
@@ -50,6 +54,7 @@ runMain('tfs-mirror', async () => {
       restart: { type: 'boolean' },
       'allow-devices': { type: 'boolean' },
       'preserve-privileges': { type: 'boolean' },
+      durable: { type: 'boolean' },
       'reconnect-max': { type: 'string' },
       'reconnect-delay': { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
@@ -64,6 +69,7 @@ runMain('tfs-mirror', async () => {
     state: values.state ?? defaultStatePath(replica),
     restart: values.restart,
     policy: { allowDevices: values['allow-devices'], preservePrivileges: values['preserve-privileges'] },
+    durable: values.durable,
     log,
   });
   const from = values.from;

@@ -15,6 +15,12 @@ export interface MirrorOptions {
   restart?: boolean;
   /** What the replica takes beyond plain entries (device nodes, setuid bits, capabilities). */
   policy?: ReplayPolicy;
+  /**
+   * The cursor only ever covers what is on disk: before each commit the replica's filesystem is
+   * synced, and the commit itself too. A power cut then costs nothing but the replay of the frames
+   * after the cursor. Slower: a sync per commit.
+   */
+  durable?: boolean;
   log?: (message: string) => void;
 }
 
@@ -61,17 +67,36 @@ export class Mirror {
     }
     fs.mkdirSync(replica, { recursive: true });
     this.statePath = state;
-    this.replayer = new Replayer(replica, this.log, options.policy);
+    this.replayer = new Replayer(replica, this.log, options.policy, options.durable);
     this.streamId = null;
     this.seq = this.committed = 0n;
     if (fs.existsSync(state)) {
-      this.cursor = new CursorStore(state);
+      this.cursor = new CursorStore(state, options.durable);
       const cursor = this.cursor.load();
       this.streamId = cursor.streamId;
       this.seq = this.committed = cursor.seq;
       this.replayer.restoreHandles(cursor.handles);
       if (cursor.joinedAt !== null) this.replayer.tolerateUnknownHandles();
+      if (cursor.running !== null) this.checkUncleanStop(cursor.running, replica);
+      this.cursor.markRunning(this.replayer.whereabouts(), options.durable ?? false);
     }
+  }
+
+  /**
+   * The last run did not stop cleanly. If the machine and the replica's mount are the same, only
+   * the process died: what it wrote is in the page cache, and resuming is safe. If they changed (a
+   * power cut, a crash of the machine, a remount), writes it had not synced may be gone while its
+   * cursor counts them: unless it ran with --durable, the replica cannot be trusted.
+   */
+  private checkUncleanStop(running: { where: string; durable: boolean }, replica: string): void {
+    const here = this.replayer.whereabouts();
+    if (running.where === here) return this.log(`the last run stopped uncleanly (killed): resuming after #${this.seq}, nothing it wrote is lost`);
+    if (running.durable) return this.log(`the last run stopped uncleanly, and the machine or the replica's mount changed since; it ran with --durable, so its cursor (#${this.seq}) covers only what reached the disk: resuming`);
+    this.cursor!.close();
+    this.replayer.close();
+    throw new TfsError(ErrorCode.UNCLEAN_STOP, `the last run on ${replica} did not stop cleanly (${running.where}), and the machine or the replica's mount changed since (${here}): writes it had not synced may be lost while its cursor (#${this.seq}) counts them`, {
+      hint: 'Bring the replica to the store\'s state again (a copy of the store, then --restart), and run mirrors with --durable to make a power cut harmless.',
+    });
   }
 
   /** The sequence number of the last frame applied. */
@@ -117,9 +142,10 @@ export class Mirror {
     }
   }
 
-  /** Records the cursor and closes the replica and the cursor database. */
+  /** Records the cursor, marks a clean stop, and closes the replica and the cursor database. */
   close(): void {
     this.commit();
+    this.cursor?.markStopped();
     this.replayer.close();
     this.cursor?.close();
   }
@@ -172,7 +198,10 @@ export class Mirror {
         throw new TfsError(ErrorCode.STREAM_MISMATCH, `this replica follows stream ${this.streamId}, not ${header.streamId}; pass --restart to start over`, { seq: header.seq });
       }
       if (this.streamId !== null) this.log(`starting over: following stream ${header.streamId} instead of ${this.streamId}`);
-      this.cursor ??= new CursorStore(this.statePath);
+      if (this.cursor === null) {
+        this.cursor = new CursorStore(this.statePath, this.options.durable);
+        this.cursor.markRunning(this.replayer.whereabouts(), this.options.durable ?? false);
+      }
       this.cursor.reset(header.streamId);
       this.replayer.closeFiles();
       this.streamId = header.streamId;
@@ -183,6 +212,8 @@ export class Mirror {
   private commit(): void {
     const changes = this.replayer.takeHandleChanges();
     if (this.cursor === null || (this.seq === this.committed && changes.size === 0)) return;
+    // Durable: nothing the cursor counts may still be only in memory.
+    if (this.options.durable) this.replayer.sync();
     this.cursor.commit(this.seq, changes);
     this.committed = this.seq;
   }

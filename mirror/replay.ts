@@ -58,10 +58,19 @@ export class Replayer {
   private joinedLate = false;
   private readonly skippedHandles = new Set<number>();
 
+  /** Durable mode: what changed since the last `sync` (entries and directories by path, written files by descriptor). */
+  private readonly dirty = new Set<string>();
+  private readonly dirtyFds = new Set<number>();
+
+  /**
+   * `durable`: remember everything changed, so that `sync` can make it durable (fsync of each file
+   * and directory, which works on any filesystem: a FUSE or network one too, where syncfs may not).
+   */
   constructor(
     root: string,
     private readonly log: (m: string) => void = () => {},
     private readonly policy: ReplayPolicy = {},
+    private readonly durable = false,
   ) {
     this.tree = new Tree(root, true);
   }
@@ -79,6 +88,12 @@ export class Replayer {
     this.joinedLate = true;
   }
 
+  /** The file a handle writes to, for messages. */
+  private describeHandle(handle: number): string {
+    const h = this.handles.get(handle);
+    return h === undefined ? 'not open' : h.path === null ? 'a file whose name is gone' : JSON.stringify(h.path);
+  }
+
   /** Handle table changes to commit with the cursor; clears them. */
   takeHandleChanges(): Map<number, string | null | undefined> {
     const changes = new Map(this.handleChanges);
@@ -88,8 +103,60 @@ export class Replayer {
 
   /** Closes every file the replayer holds open (the replayer can go on, reopening them on demand). */
   closeFiles(): void {
-    for (const h of this.handles.values()) if (h.fd !== undefined) fs.closeSync(h.fd);
+    for (const h of this.handles.values()) if (h.fd !== undefined) this.closeFd(h.fd);
     this.handles.clear();
+  }
+
+  /** Closes a file descriptor, syncing it first if durable mode still owes it a sync. */
+  private closeFd(fd: number): void {
+    if (this.dirtyFds.delete(fd)) fs.fsyncSync(fd);
+    fs.closeSync(fd);
+  }
+
+  /**
+   * Where the replica is written now: this boot of the machine and this mount of its filesystem
+   * (the kernel may give a later mount the same id; a power cut always brings a new boot). Tests
+   * stand for a reboot with TFS_BOOT_ID.
+   */
+  whereabouts(): string {
+    const boot = process.env['TFS_BOOT_ID'] ?? fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return `boot ${boot}, mount ${this.tree.mountId()}`;
+  }
+
+  /**
+   * Makes everything changed since the last call durable (durable mode): each written file, each
+   * entry whose data or attributes changed, each directory whose entries changed, is fsynced.
+   */
+  sync(): void {
+    for (const fd of this.dirtyFds) fs.fsyncSync(fd);
+    this.dirtyFds.clear();
+    for (const rel of this.dirty) this.fsyncEntry(rel);
+    this.dirty.clear();
+  }
+
+  private fsyncEntry(rel: string): void {
+    const st = this.tree.lstatOrNull(rel);
+    // Gone since (its directory is in the set too), or not something to open: a symlink, fifo or
+    // device lives in its directory's fsync.
+    if (st === null || (fileType(st.mode) !== S_IFDIR && fileType(st.mode) !== S_IFREG)) return;
+    const fd = this.tree.open(rel, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Durable mode: `rel` changed (data or attributes). */
+  private touch(rel: string): void {
+    if (this.durable) this.dirty.add(rel);
+  }
+
+  /** Durable mode: the entries of `rel`'s directory changed, and `rel` itself. */
+  private touchEntry(rel: string): void {
+    if (!this.durable) return;
+    this.dirty.add(rel);
+    this.dirty.add(parentOf(rel));
   }
 
   /** Closes every file and the replica. */
@@ -104,7 +171,7 @@ export class Replayer {
       this.dispatch(op);
     } catch (err) {
       if (err instanceof TfsError) throw err;
-      const where = 'path' in op ? ` ${JSON.stringify(op.path)}` : 'handle' in op ? ` handle ${op.handle}` : '';
+      const where = 'path' in op ? ` ${JSON.stringify(op.path)}` : 'handle' in op ? ` handle ${op.handle} (${this.describeHandle(op.handle)})` : '';
       const code = (err as NodeJS.ErrnoException).code;
       // The confined tree answers ELOOP for a symlink on the way or at the end, EXDEV for an escape:
       // the stream (or someone beside it) is trying to reach outside the replica.
@@ -123,6 +190,7 @@ export class Replayer {
       case FrameType.HELLO:
         return;
       case FrameType.CREATE: {
+        this.touchEntry(op.path);
         this.clearNonDir(op.path);
         const fd = t.open(op.path, O_WRONLY | O_CREAT | O_EXCL, 0o600);
         try {
@@ -135,6 +203,7 @@ export class Replayer {
         return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.MKNOD: {
+        this.touchEntry(op.path);
         const type = fileType(op.mode);
         if ((type === S_IFCHR || type === S_IFBLK) && !this.policy.allowDevices) {
           const kind = type === S_IFCHR ? 'character' : 'block';
@@ -149,6 +218,7 @@ export class Replayer {
         return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.MKDIR: {
+        this.touchEntry(op.path);
         const existing = t.lstatOrNull(op.path);
         if (!existing || fileType(existing.mode) !== S_IFDIR) {
           this.clearNonDir(op.path);
@@ -158,6 +228,7 @@ export class Replayer {
         return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.SYMLINK: {
+        this.touchEntry(op.path);
         const existing = t.lstatOrNull(op.path);
         if (!existing || fileType(existing.mode) !== S_IFLNK || t.readlink(op.path) !== op.target) {
           this.clearNonDir(op.path);
@@ -168,6 +239,7 @@ export class Replayer {
         return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.LINK: {
+        this.touchEntry(op.path);
         const source = t.lstat(op.from);
         const existing = t.lstatOrNull(op.path);
         if (!existing || existing.ino !== source.ino || existing.dev !== source.dev) {
@@ -177,6 +249,7 @@ export class Replayer {
         return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.UNLINK: {
+        this.touch(parentOf(op.path));
         const existing = t.lstatOrNull(op.path);
         if (existing) {
           if (fileType(existing.mode) === S_IFDIR) throw new Error('is a directory on the replica');
@@ -186,11 +259,14 @@ export class Replayer {
         return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.RMDIR: {
+        this.touch(parentOf(op.path));
         if (t.lstatOrNull(op.path)) t.rmdir(op.path);
         return this.setTimes(parentOf(op.path), op.parentTimes);
       }
       case FrameType.RENAME: {
         if (op.flags !== 0) throw new TfsError(ErrorCode.BAD_FRAME_FIELDS, `RENAME: flags ${op.flags} are not supported`, { seq: op.seq });
+        this.touch(parentOf(op.from));
+        this.touchEntry(op.path);
         // Applied already (a replay right after a kill): the source is gone and the target is there.
         if (t.lstatOrNull(op.from) || !t.lstatOrNull(op.path)) {
           if (op.path !== op.from) this.detachHandles(op.path);
@@ -203,7 +279,7 @@ export class Replayer {
       }
       case FrameType.OPEN: {
         const old = this.handles.get(op.handle);
-        if (old?.fd !== undefined) fs.closeSync(old.fd);
+        if (old?.fd !== undefined) this.closeFd(old.fd);
         const fd = t.open(op.path, O_WRONLY);
         this.handles.set(op.handle, { path: op.path, fd });
         this.handleChanges.set(op.handle, op.path);
@@ -214,9 +290,11 @@ export class Replayer {
         if (fd === undefined) return;
         let done = 0;
         while (done < op.data.length) done += fs.writeSync(fd, op.data, done, op.data.length - done, op.offset + done);
+        if (this.durable) this.dirtyFds.add(fd);
         return;
       }
       case FrameType.TRUNCATE: {
+        this.touch(op.path);
         const fd = t.open(op.path, O_WRONLY);
         try {
           fs.ftruncateSync(fd, op.size);
@@ -230,6 +308,7 @@ export class Replayer {
         const fd = this.fdOf(op.handle, op.seq);
         if (fd === undefined) return;
         fs.ftruncateSync(fd, op.size);
+        if (this.durable) this.dirtyFds.add(fd);
         return posix.futimensNs(fd, op.times[0], op.times[1]);
       }
       case FrameType.FSYNC: {
@@ -244,6 +323,11 @@ export class Replayer {
         const fd = this.fdOf(op.handle, op.seq);
         if (fd !== undefined) {
           posix.futimensNs(fd, op.times[0], op.times[1]);
+          // Durable: the data goes to disk before the descriptor that can sync it is gone.
+          if (this.durable) {
+            fs.fsyncSync(fd);
+            this.dirtyFds.delete(fd);
+          }
           fs.closeSync(fd);
         }
         this.handles.delete(op.handle);
@@ -254,24 +338,30 @@ export class Replayer {
         const fd = this.fdOf(op.handle, op.seq);
         if (fd === undefined) return;
         fallocateOrEmulate(fd, op.flags, op.offset, op.length);
+        if (this.durable) this.dirtyFds.add(fd);
         return posix.futimensNs(fd, op.times[0], op.times[1]);
       }
       case FrameType.CHMOD:
+        this.touch(op.path);
         // A symlink answers EOPNOTSUPP: Linux cannot chmod one, and it is never followed.
         return t.chmod(op.path, this.perms(op.mode, fileType(t.lstat(op.path).mode), op));
       case FrameType.CHOWN: {
+        this.touch(op.path);
         this.lchown(op.path, op.uid, op.gid);
         const st = t.lstat(op.path);
         if (fileType(st.mode) !== S_IFLNK) t.chmod(op.path, this.perms(op.mode, fileType(st.mode), op));
         return;
       }
       case FrameType.UTIMENS:
+        this.touch(op.path);
         return t.lutimens(op.path, op.times[0], op.times[1]);
       case FrameType.SETXATTR:
+        this.touch(op.path);
         if (op.name === CAPABILITY && !this.policy.preservePrivileges) return this.note('capabilities', op, 'file capabilities (security.capability)');
         // The store already enforced XATTR_CREATE/XATTR_REPLACE; here they would only break a replay.
         return t.setxattr(op.path, op.name, op.data, 0);
       case FrameType.REMOVEXATTR:
+        this.touch(op.path);
         try {
           return t.removexattr(op.path, op.name);
         } catch (err) {

@@ -32,6 +32,8 @@ export const ErrorCode = {
   REFUSED: 'TFS_REFUSED',
   /** Changes made on the store were not delivered to the journal's reader (it went away). */
   NOT_DELIVERED: 'TFS_NOT_DELIVERED',
+  /** A mirror's last run did not stop cleanly and the machine or mount changed since: the replica cannot be trusted. */
+  UNCLEAN_STOP: 'TFS_UNCLEAN_STOP',
   /** The store changed while no journal was mounted: the spooled stream cannot go on. */
   STORE_CHANGED: 'TFS_STORE_CHANGED',
   /** The mount could not be set up (mountpoint busy, store missing, FUSE unavailable). */

@@ -169,6 +169,16 @@ export class Tree {
     return xattrNames(posix.listxattrAt(this.fd, rel, this.confined));
   }
 
+  /** The kernel's id of the mount the root lies on (a new one after every mount, never reused meanwhile). */
+  mountId(): string {
+    return /^mnt_id:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${this.fd}`, 'utf8'))?.[1] ?? '?';
+  }
+
+  /** Flushes the whole filesystem the tree lies on to disk. */
+  syncfs(): void {
+    posix.syncfs(this.fd);
+  }
+
   close(): void {
     fs.closeSync(this.fd);
   }

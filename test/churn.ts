@@ -29,7 +29,7 @@ let ops = 0;
 try {
   while (!fs.existsSync(stopFile)) {
     const file = pick(files);
-    switch (rand(12)) {
+    switch (rand(14)) {
       case 0:
       case 1: {
         const f = fresh('f');
@@ -86,6 +86,26 @@ try {
         fs.symlinkSync(file ?? 'nowhere', p(s));
         break;
       }
+      case 12:
+        // What a careful program does: write, fsync, then rename over the old version.
+        if (file) {
+          const tmp = fresh('t');
+          const fd = fs.openSync(p(tmp), 'w');
+          fs.writeSync(fd, `version ${ops}\n`.repeat(rand(100) + 1));
+          fs.fsyncSync(fd);
+          fs.closeSync(fd);
+          fs.renameSync(p(tmp), p(file));
+        }
+        break;
+      case 13:
+        if (file && files.length > 20) {
+          const other = pick(files)!;
+          if (other !== file) {
+            fs.renameSync(p(file), p(other));
+            files.splice(files.indexOf(file), 1);
+          }
+        }
+        break;
     }
     ops++;
   }

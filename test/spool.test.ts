@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { FrameLog } from '../shared/framelog';
 import { BIN, dirs, exitOf, smallDisk, start, startJournal, startPipeline, tempDir, treeDiff, unmount, waitFor } from './harness';
 import { edgeCases, makeArchive, tarExtract } from './workloads';
@@ -124,4 +125,35 @@ test('a full disk under the broadcaster\'s log stops it with an error naming the
   let n = 0n;
   for (let frames = cursor.read(); frames.length > 0; frames = cursor.read()) n += BigInt(frames.length);
   assert.equal(n, log.lastSeq);
+});
+
+test('a full disk under a replica stops the mirror naming the frame and the file; with room again, the same command completes it exactly', { timeout: 60_000 }, async (t) => {
+  const base = tempDir(t, 'replicafull');
+  const [store, mnt] = dirs(base, 'store', 'mnt');
+  const disk = path.join(base, 'disk');
+  smallDisk(disk, '4m');
+  const replica = path.join(disk, 'replica');
+  const state = path.join(base, 'cursor.db');
+  const streamFile = path.join(base, 'stream');
+  const out = fs.openSync(streamFile, 'w');
+  const journal = await startJournal(t, store!, mnt!, out);
+  fs.closeSync(out);
+  for (let i = 0; i < 12; i++) fs.writeFileSync(path.join(mnt!, `f${i}`), Buffer.alloc(700_000, i + 1));
+  fs.mkdirSync(path.join(mnt!, 'after'));
+  unmount(mnt!);
+  assert.equal(await exitOf(journal), 0);
+  const run = () => spawnSync(process.execPath, [BIN.mirror, '--state', state, replica], { input: fs.readFileSync(streamFile), encoding: 'utf8' });
+  const full = run();
+  assert.equal(full.status, 1, full.stderr);
+  const m = /frame #(\d+): WRITE handle \d+ \("(f\d+)"\): ENOSPC.*\[TFS_APPLY_FAILED\]/.exec(full.stderr);
+  assert.ok(m, full.stderr);
+  const db = new Database(state, { readonly: true });
+  db.defaultSafeIntegers(true);
+  const seq = (db.prepare('SELECT seq FROM cursor').get() as { seq: bigint }).seq;
+  db.close();
+  assert.ok(seq < BigInt(m[1]!), `the cursor (#${seq}) stays before the frame that failed (#${m[1]})`);
+  execFileSync('mount', ['-o', 'remount,size=64m', disk]);
+  const again = run();
+  assert.equal(again.status, 0, again.stderr);
+  assert.equal(treeDiff(store!, replica), '');
 });
