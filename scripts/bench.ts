@@ -87,6 +87,48 @@ async function throughBindfs(base: string, work: (mnt: string) => number): Promi
   }
 }
 
+/** Peak RSS of a running process, polled (VmHWM is only readable while it runs). */
+function rssWatcher(pid: number | undefined): { stop: () => number } {
+  let peak = 0;
+  const timer = setInterval(() => (peak = Math.max(peak, peakRss(pid) || 0)), 100);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return Math.max(peak, peakRss(pid) || 0);
+    },
+  };
+}
+
+/**
+ * `tfs-journal [--spool D] | tfs-broadcast [--log D] S` with one mirror, and optionally a client
+ * that says HELLO and then reads nothing: the writer's time for `work`, and peak RSS of each process.
+ */
+async function throughBroadcast(base: string, opts: { spool: boolean; stalled: boolean }, work: (mnt: string) => number) {
+  const [store, mnt, replica] = ['store', 'mnt', 'replica'].map((d) => path.join(base, d));
+  for (const d of [store!, mnt!, replica!]) fs.mkdirSync(d, { recursive: true });
+  const sock = path.join(base, 'sock');
+  const spool = path.join(base, 'spool');
+  const broadcast = spawn(process.execPath, [bin('broadcast/main.js'), ...(opts.spool ? ['--log', spool] : []), sock], { stdio: ['pipe', 'ignore', 'ignore'] });
+  const journal = spawn(process.execPath, [bin('journal/main.js'), ...(opts.spool ? ['--spool', spool] : []), store!, mnt!], { stdio: ['ignore', broadcast.stdin!, 'ignore'] });
+  broadcast.stdin!.destroy();
+  await waitMounted(mnt!);
+  for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+  const mirror = spawn(process.execPath, [bin('mirror/main.js'), '--quiet', '--from', sock, replica!], { stdio: 'ignore' });
+  const { helloFrame } = await import('../mirror/source');
+  const stalled = opts.stalled ? (await import('node:net')).createConnection(sock, function (this: import('node:net').Socket) { this.write(helloFrame()); this.pause(); }) : undefined;
+  stalled?.on('error', () => {});
+  await new Promise((r) => setTimeout(r, 300));
+  const watch = [journal, broadcast, mirror].map((p) => rssWatcher(p.pid));
+  const writer = work(mnt!);
+  const [jr, br, mr] = watch.map((w) => w.stop());
+  execFileSync('fusermount', ['-u', mnt!]);
+  await exit(journal);
+  stalled?.destroy();
+  await exit(broadcast);
+  await exit(mirror);
+  return { writer, rss: { journal: jr!, broadcast: br!, mirror: mr! } };
+}
+
 /**
  * Change-to-replica latency: a small file is written (create, write, close) in `dir`, and the time
  * until `replicaDir` holds its content is taken; for a plain directory, `replicaDir` is `dir` itself.
@@ -159,6 +201,18 @@ async function main() {
     console.log(`plain directory             ${sp.toFixed(2)} s  ${(files / sp).toFixed(0)} files/s  1.00`);
     console.log(`bindfs (C)                  ${sb.toFixed(2)} s  ${(files / sb).toFixed(0)} files/s  ${(sb / sp).toFixed(2)}x plain`);
     console.log(`tfs-journal | tfs-mirror    writer ${st.writer.toFixed(2)} s  ${(files / st.writer).toFixed(0)} files/s  ${(st.writer / sp).toFixed(2)}x plain, ${(st.writer / sb).toFixed(2)}x bindfs`);
+
+    console.log(`\n# ${size} MiB through tfs-journal | tfs-broadcast | one tfs-mirror: spool and log on and off, a stalled client`);
+    const plainB = await throughBroadcast(path.join(base, 'b1'), { spool: false, stalled: false }, (m) => dd(path.join(m, 'f.bin')));
+    fs.rmSync(path.join(base, 'b1'), { recursive: true });
+    const spooled = await throughBroadcast(path.join(base, 'b2'), { spool: true, stalled: false }, (m) => dd(path.join(m, 'f.bin')));
+    fs.rmSync(path.join(base, 'b2'), { recursive: true });
+    const stalledRun = await throughBroadcast(path.join(base, 'b3'), { spool: true, stalled: true }, (m) => dd(path.join(m, 'f.bin')));
+    fs.rmSync(path.join(base, 'b3'), { recursive: true });
+    const rssOf = (r: { rss: { journal: number; broadcast: number; mirror: number } }) => `journal ${r.rss.journal.toFixed(0)}, broadcast ${r.rss.broadcast.toFixed(0)}, mirror ${r.rss.mirror.toFixed(0)} MiB`;
+    console.log(`no spool, no log             ${fmt(plainB.writer)}  1.00   peak RSS: ${rssOf(plainB)}`);
+    console.log(`--spool D | --log D          ${fmt(spooled.writer)}  ${(plainB.writer / spooled.writer).toFixed(2)}x the rate   peak RSS: ${rssOf(spooled)}`);
+    console.log(`  + a client reading nothing ${fmt(stalledRun.writer)}  ${(spooled.writer / stalledRun.writer).toFixed(2)}x the rate without it   peak RSS: ${rssOf(stalledRun)} (${size} MiB behind that client)`);
 
     const n = Number(process.env['TFS_BENCH_LATENCY_N'] ?? 500);
     console.log(`\n# latency: a small file written, until it can be read back (${n} files)`);
