@@ -47,6 +47,10 @@ function client(socketPath: string): Promise<{ seqs: bigint[]; types: number[] }
   });
 }
 
+function range(from: number, to: number): bigint[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
+}
+
 async function until(cond: () => boolean) {
   while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
@@ -71,24 +75,27 @@ test('min-clients holds the stream; every client gets the header and all frames 
   done();
 });
 
-test('a late client without a cursor gets the header, then every frame from when it joined, with no gap', async () => {
-  const { b, socketPath, input, running, done } = await broadcaster();
-  const frames = streamOf(20).list;
-  const early = client(socketPath);
+test('a new client gets the whole stream while the broadcaster holds its start; once it does not, it is told to bootstrap', async () => {
+  const { b, socketPath, input, running, done } = await broadcaster({ clientBuffer: 65536 });
+  const s = new StreamBuilder('late');
+  for (let i = 0; i < 40; i++) s.add({ type: FrameType.WRITE, handle: 1, offset: i }, Buffer.alloc(10_000, i));
+  s.end();
+  const early = resumingClient(socketPath);
   await until(() => b.clientCount === 1);
-  for (const f of frames.slice(0, 10)) input.write(f);
-  await new Promise((r) => setTimeout(r, 30));
-  const late = client(socketPath);
+  for (const f of s.list.slice(0, 3)) input.write(f);
+  const soon = resumingClient(socketPath);
   await until(() => b.clientCount === 2);
-  for (const f of frames.slice(10)) input.write(f);
+  for (const f of s.list.slice(3, 30)) input.write(f);
+  await until(() => early.seqs.length === 30);
+  const late = resumingClient(socketPath);
+  await late.closed;
+  assert.match(late.refusals[0] ?? '', /^TFS_HISTORY_GONE: the replica is new, and this broadcaster no longer holds the stream's start/);
+  for (const f of s.list.slice(30)) input.write(f);
   input.end();
   await running;
-  const [e, l] = await Promise.all([early, late]);
-  assert.equal(e.seqs.length, 22);
-  assert.equal(l.seqs[0], 0n);
-  const first = Number(l.seqs[1]);
-  assert.equal(first, 10, 'a new replica joins live: the frame after those already sent (#1..#9)');
-  assert.deepEqual(l.seqs.slice(1), Array.from({ length: 22 - first }, (_, i) => BigInt(first + i)));
+  await Promise.all([early.closed, soon.closed]);
+  assert.deepEqual(early.seqs, [0n, ...range(1, 41)]);
+  assert.deepEqual(soon.seqs, [0n, ...range(1, 41)], 'joined after #2, yet got the stream from #1');
   done();
 });
 
@@ -180,7 +187,6 @@ function resumingClient(socketPath: string, streamId?: string, fromSeq?: bigint,
   return { socket: s, seqs, refusals, closed };
 }
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
 
 test('with a log: a client resumes from its cursor, from disk while behind and live after, with no gap and no duplicate', async (t) => {
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bclog-'));

@@ -60,6 +60,11 @@ interface Session {
   next: bigint;
   streamId?: string;
   fromSeq?: bigint;
+  /** HELLO's bootstrap ('snapshot' or 'hold') and its request token. */
+  bootstrap?: string;
+  request?: string;
+  /** Waiting for the journal's answer: counted as live (the window keeps its frames), not yet served. */
+  held?: boolean;
   cursor?: LogCursor;
   handshake?: NodeJS.Timeout;
   scheduled: boolean;
@@ -93,6 +98,9 @@ export class Broadcaster {
   private readonly handshakeMs: number;
   private header: Buffer | null = null;
   private streamId: string | null = null;
+  /** From the stream header: what its start brings a new replica, and the journal's control socket. */
+  private origin: string | undefined;
+  private control: string | undefined;
   /** The frame log: written here (`writer`), or by another process and only read here. */
   private writer: FrameLogWriter | null = null;
   private store: FrameLog | null = null;
@@ -351,6 +359,8 @@ export class Broadcaster {
     if (this.header !== null) return;
     this.header = header;
     this.streamId = op.streamId;
+    this.origin = op.origin;
+    this.control = op.control;
     this.writer?.setHeader(header);
     for (const s of this.sessions) if (s.state === 'waiting') this.begin(s);
   }
@@ -376,16 +386,25 @@ export class Broadcaster {
     });
   }
 
-  /** Clients speak once: a HELLO frame naming the protocol version, and where they stand. */
+  /**
+   * Clients speak first with a HELLO frame (protocol version, where they stand, or a bootstrap
+   * request), later perhaps with a REQUEST for the repair session of their copy.
+   */
   private onClientData(session: Session, chunk: Buffer): void {
     try {
       for (const frame of session.hello.push(chunk)) {
         const op = decodeOp(frame);
-        if (op.type !== FrameType.HELLO || session.state !== 'hello') throw new TfsError(ErrorCode.PEER, `sent a frame of type 0x${op.type.toString(16)} where only one HELLO belongs`);
+        if (op.type === FrameType.REQUEST && session.state !== 'hello') {
+          this.askJournal(session, { repair: op.repair }, () => {});
+          continue;
+        }
+        if (op.type !== FrameType.HELLO || session.state !== 'hello') throw new TfsError(ErrorCode.PEER, `sent a frame of type 0x${op.type.toString(16)} where it does not belong`);
         clearTimeout(session.handshake);
         if (op.version !== PROTOCOL_VERSION) return this.refuse(session, ErrorCode.UNSUPPORTED_VERSION, `the client reads protocol version ${op.version}, this stream is version ${PROTOCOL_VERSION}`);
         session.streamId = op.streamId;
         session.fromSeq = op.fromSeq;
+        session.bootstrap = op.bootstrap;
+        session.request = op.request;
         session.state = 'waiting';
         if (this.header !== null) this.begin(session);
       }
@@ -395,29 +414,83 @@ export class Broadcaster {
     }
   }
 
+  /** The oldest frame a client can be served now (from the log, else from memory). */
+  private oldest(): bigint {
+    if (this.store) return this.store.firstSeq;
+    return this.window.next === this.window.oldest ? this.liveNext : this.window.oldest;
+  }
+
   /** Decides where a client starts, or refuses it; then sends the header and starts its pump. */
   private begin(session: Session): void {
     if (session.streamId !== undefined && session.streamId !== this.streamId) {
-      return this.refuse(session, ErrorCode.STREAM_MISMATCH, `this broadcaster serves stream ${this.streamId}; the replica follows stream ${session.streamId}`, 'To follow this stream, the replica must start over: run tfs-mirror with --restart (and bootstrap it).');
+      return this.refuse(session, ErrorCode.STREAM_MISMATCH, `this broadcaster serves stream ${this.streamId}; the replica follows stream ${session.streamId}`, 'To follow this stream, the replica must start over: run tfs-mirror with --bootstrap (or --restart).');
     }
     this.store?.refresh();
-    const oldest = this.store ? this.store.firstSeq : this.window.next === this.window.oldest ? this.liveNext : this.window.oldest;
+    const wholeStream = this.oldest() <= 1n && this.origin !== 'changes';
+    if ((session.bootstrap === 'snapshot' && !wholeStream) || session.bootstrap === 'hold') {
+      // A snapshot of its own (or the tracking of its copy), from the journal: the client starts at
+      // the frame the journal names. Meanwhile the window keeps every frame from now on for it.
+      session.next = this.liveNext;
+      session.state = 'live';
+      session.held = true;
+      const request = session.bootstrap === 'hold' ? { hold: session.request } : { snapshot: 'full', request: session.request };
+      return this.askJournal(session, request, (reply) => {
+        session.held = false;
+        this.start(session, BigInt((reply['begin'] ?? reply['from']) as string));
+      });
+    }
     let next: bigint;
     if (session.fromSeq !== undefined) next = session.fromSeq + 1n;
-    else if (this.store !== null && this.store.firstSeq === 1n) next = 1n; // the whole stream is there
-    else next = this.liveNext; // a new replica joins live
+    else if (wholeStream) next = 1n; // the whole stream is here: the new replica needs nothing else
+    else {
+      return this.refuse(session, ErrorCode.HISTORY_GONE, `the replica is new, and this broadcaster no longer holds the stream's start (it keeps #${this.oldest()} on)`, 'Start the mirror with --bootstrap: it gets a snapshot of the store from the journal.');
+    }
     // A replica that has the whole stream, which ended, gets its end frame again (it skips it), and so ends.
     if (this.atEnd && next >= this.liveNext) next = this.liveNext - 1n;
-    if (next < oldest) {
-      const where = this.store ? `the log in ${this.options.logDir} keeps #${oldest} on` : `this broadcaster keeps no log (--log) and holds #${oldest} on in memory`;
-      return this.refuse(session, ErrorCode.HISTORY_GONE, `the replica needs frames from #${next} on; ${where}`, 'The replica is too far behind to catch up here: bootstrap it again.');
+    if (next < this.oldest()) {
+      const where = this.store ? `the log in ${this.options.logDir} keeps #${this.oldest()} on` : `this broadcaster keeps no log (--log) and holds #${this.oldest()} on in memory`;
+      return this.refuse(session, ErrorCode.HISTORY_GONE, `the replica needs frames from #${next} on; ${where}`, 'The replica is too far behind to catch up here: bootstrap it again (tfs-mirror --bootstrap).');
     }
+    this.start(session, next);
+  }
+
+  private start(session: Session, next: bigint): void {
+    if (session.socket.destroyed) return;
     session.next = next;
     session.state = 'live';
-    this.log(`client ${session.id} follows from #${next}${session.fromSeq === undefined ? ' (a new replica)' : ''}`);
+    this.log(`client ${session.id} follows from #${next}${session.bootstrap ? ` (bootstrap: ${session.bootstrap})` : ''}`);
     session.socket.write(this.header!);
     this.schedule(session);
     this.poke();
+  }
+
+  /**
+   * Sends one request to the journal's control socket (its path is in the stream header) and
+   * calls back with the answer; a journal that cannot be asked refuses the client.
+   */
+  private askJournal(session: Session, request: Record<string, unknown>, then: (reply: Record<string, unknown>) => void): void {
+    const refuse = (why: string) =>
+      this.refuse(session, ErrorCode.HISTORY_GONE, `the journal cannot be asked for a snapshot: ${why}`, 'Run the broadcaster where the journal runs (its control socket is local), or keep a log from the stream\'s start (tfs-broadcast --log, with a journal that began with a snapshot).');
+    if (this.control === undefined) return refuse('its stream header names no control socket (tfs-journal --control)');
+    const ctl = net.createConnection(this.control);
+    let buffered = '';
+    ctl.on('connect', () => ctl.write(JSON.stringify(request) + '\n'));
+    ctl.on('data', (chunk) => {
+      buffered += chunk.toString();
+      const nl = buffered.indexOf('\n');
+      if (nl < 0) return;
+      ctl.end();
+      let reply: Record<string, unknown>;
+      try {
+        reply = JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>;
+      } catch {
+        return refuse('its control socket answered nonsense');
+      }
+      if (typeof reply['error'] === 'string') return refuse(reply['error']);
+      then(reply);
+    });
+    ctl.on('error', (err) => refuse(`${this.control}: ${err.message}`));
+    session.socket.once('close', () => ctl.destroy());
   }
 
   private refuse(session: Session, code: ErrorCode, message: string, hint?: string): void {
@@ -438,7 +511,7 @@ export class Broadcaster {
 
   /** Sends a client what it lacks, from the window or the log, until its socket is full. */
   private pump(session: Session): void {
-    if (session.state !== 'live' || session.socket.destroyed) return;
+    if (session.state !== 'live' || session.held || session.socket.destroyed) return;
     const socket = session.socket;
     let sent = 0;
     socket.cork();

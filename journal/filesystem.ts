@@ -4,10 +4,13 @@ import { FrameType } from '../shared/frame';
 import { Caller, OpInput, Times } from '../shared/ops';
 import { fromFusePath, parentOf } from '../shared/paths';
 import { posix } from '../shared/posix';
-import { S_IFREG, Tree, fileType, fstat } from '../shared/tree';
+import { S_IFDIR, S_IFREG, Stat, Tree, fileType, fstat } from '../shared/tree';
+import { Sessions } from './sessions';
+import { inodeKey } from './snapshot';
 import { FrameSink } from './sink';
 
 type Cb = (code: number) => void;
+type Tags = { skipIn?: number };
 
 /** A file the mount has open on the store. Its open travels lazily, on the first change made through it. */
 interface OpenFile {
@@ -47,6 +50,8 @@ export class JournalFs {
   private nextHandle = 1;
   private readonly asRoot = process.geteuid?.() === 0;
   private readonly tree: Tree;
+  /** Snapshot sessions (journal/snapshot.ts): while one runs, live frames carry its tags. */
+  readonly sessions: Sessions;
 
   constructor(
     private readonly store: string,
@@ -55,6 +60,33 @@ export class JournalFs {
     private readonly callerOf: () => Caller,
   ) {
     this.tree = new Tree(store, false);
+    this.sessions = new Sessions(
+      {
+        tree: this.tree,
+        emit: (op, data) => this.sink.emit(op, data),
+        emitted: () => this.sink.lastSeq,
+        newHandle: () => this.nextHandle++,
+        announcedHandles: (key) => this.announcedHandles(key),
+        log,
+      },
+      log,
+    );
+  }
+
+  /** Tags for a live change of the entry `key`, while a snapshot session runs. */
+  private changed(key: string): Tags {
+    return this.sessions.active?.changed(key) ?? {};
+  }
+
+  private keyOfPath(rel: string): string {
+    return inodeKey(this.tree.lstat(rel));
+  }
+
+  /** Announced handles on an inode (for a snapshot's bootstrapping replicas). */
+  private announcedHandles(key: string): number[] {
+    const out: number[] = [];
+    for (const file of this.open.values()) if (file.announced && fileKey(file) === key) out.push(file.id);
+    return out;
   }
 
   private times(rel: string): Times {
@@ -112,9 +144,28 @@ export class JournalFs {
     cb(0, value);
   }
 
-  private emit(op: OpInput, data?: Uint8Array): void {
+  /**
+   * Emits a live frame, with the caller. `file`: the open file a handle frame changes, and its
+   * current name (null when it has none), for replicas copying the store meanwhile (see track).
+   */
+  private emit(op: OpInput, data?: Uint8Array, file?: { path: string | null; fd: number }): void {
     (op as { caller?: Caller }).caller = this.callerOf();
+    if (this.sessions.tracking) this.trackChange(op, file);
     this.sink.emit(op, data);
+  }
+
+  /**
+   * A replica is copying the store by other means: the paths this change touched go to its
+   * repair. A file with several names changed (its content, its attributes, a new name) makes all
+   * its names repaired: the copy has them as one file, which the repair must not split.
+   */
+  private trackChange(op: OpInput, file?: { path: string | null; fd: number }): void {
+    const o = op as { path?: string; from?: string };
+    let st: Stat | null = null;
+    if (file) st = fstat(file.fd);
+    else if (o.path !== undefined && op.type !== FrameType.UNLINK && op.type !== FrameType.RMDIR) st = this.tree.lstatOrNull(o.path);
+    const several = st !== null && st.nlink > 1 && fileType(st.mode) !== S_IFDIR;
+    this.sessions.touched([o.path, o.from, file?.path], st === null ? undefined : inodeKey(st), several);
   }
 
   /** Owner of a new entry: the caller, with the group of a setgid parent directory. */
@@ -133,7 +184,7 @@ export class JournalFs {
       this.log(`a write through handle ${file.id} to a file with no name was not journaled`);
       return false;
     }
-    this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p) });
+    this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p), ...this.changed(fileKey(file)) });
     file.announced = true;
     return true;
   }
@@ -158,6 +209,7 @@ export class JournalFs {
       gid: Number(st.gid),
       times: [st.atimeNs, st.mtimeNs] as Times,
       parentTimes: this.parentTimes(p),
+      ...(this.sessions.active?.created(rel, inodeKey(st)) ?? {}),
     };
     const mode = Number(st.mode);
     switch (type) {
@@ -239,7 +291,7 @@ export class JournalFs {
           },
           () => {
             // The buffer belongs to libfuse and is reused after the callback: the frame is written first.
-            if (this.announce(file, p)) this.emit({ type: FrameType.WRITE, handle: file.id, offset }, buf.subarray(0, len));
+            if (this.announce(file, p)) this.emit({ type: FrameType.WRITE, handle: file.id, offset, ...this.changed(fileKey(file)) }, buf.subarray(0, len), { path: p && fromFusePath(p), fd });
           },
         );
       },
@@ -264,14 +316,14 @@ export class JournalFs {
           'fsync',
           () => ((datasync ? fs.fdatasyncSync(fd) : fs.fsyncSync(fd)), 0),
           () => {
-            if (file?.announced) this.emit({ type: FrameType.FSYNC, handle: file.id, datasync: datasync !== 0, times: this.fdTimes(fd) });
+            if (file?.announced) this.emit({ type: FrameType.FSYNC, handle: file.id, datasync: datasync !== 0, times: this.fdTimes(fd), ...this.changed(fileKey(file)) });
           },
         );
       },
       release: (_p, fd, cb) => {
         const file = this.open.get(fd);
         this.open.delete(fd);
-        if (file?.announced) this.journal('release', () => this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd) }));
+        if (file?.announced) this.journal('release', () => this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd), ...this.changed(fileKey(file)) }));
         this.run(cb, 'release', () => (fs.closeSync(fd), 0));
       },
       truncate: (p, size, cb) =>
@@ -296,7 +348,7 @@ export class JournalFs {
           'ftruncate',
           () => (fs.ftruncateSync(fd, size), 0),
           () => {
-            if (file && this.announce(file, p)) this.emit({ type: FrameType.FTRUNCATE, handle: file.id, size, times: this.fdTimes(fd) });
+            if (file && this.announce(file, p)) this.emit({ type: FrameType.FTRUNCATE, handle: file.id, size, times: this.fdTimes(fd), ...this.changed(fileKey(file)) }, undefined, { path: p && fromFusePath(p), fd });
           },
         );
       },
@@ -306,7 +358,7 @@ export class JournalFs {
           cb,
           'utimens',
           () => (this.tree.lutimens(fromFusePath(p), atime, mtime), 0),
-          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(fromFusePath(p)) }),
+          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(fromFusePath(p)), ...this.changed(this.keyOfPath(fromFusePath(p))) }),
         ),
       chmod: (p, mode, cb) =>
         this.run(
@@ -314,7 +366,10 @@ export class JournalFs {
           'chmod',
           // Linux has no lchmod: a symlink answers EOPNOTSUPP (the kernel never sends one for a symlink).
           () => (this.tree.chmod(fromFusePath(p), mode), 0),
-          () => this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: this.tree.lstat(fromFusePath(p)).mode }),
+          () => {
+            const st = this.tree.lstat(fromFusePath(p));
+            this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: st.mode, ...this.changed(inodeKey(st)) });
+          },
         ),
       chown: (p, uid, gid, cb) =>
         this.run(
@@ -324,7 +379,7 @@ export class JournalFs {
           () => {
             // chown may clear setuid/setgid bits: the frame carries the mode that resulted.
             const st = this.tree.lstat(fromFusePath(p));
-            this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode });
+            this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode, ...this.changed(inodeKey(st)) });
           },
         ),
       mknod: (p, mode, dev, cb) => {
@@ -359,28 +414,35 @@ export class JournalFs {
           cb,
           'link',
           () => (this.tree.link(fromFusePath(from), fromFusePath(p)), 0),
-          () => this.emit({ type: FrameType.LINK, path: fromFusePath(p), from: fromFusePath(from), parentTimes: this.parentTimes(p) }),
+          () => {
+            const tags = this.sessions.active?.linked(fromFusePath(p), this.keyOfPath(fromFusePath(p))) ?? {};
+            this.emit({ type: FrameType.LINK, path: fromFusePath(p), from: fromFusePath(from), parentTimes: this.parentTimes(p), ...tags });
+          },
         ),
-      unlink: (p, cb) =>
-        this.run(
-          cb,
-          'unlink',
-          () => (this.announceBeforeNameGoes(p), this.tree.unlink(fromFusePath(p)), 0),
-          () => this.emit({ type: FrameType.UNLINK, path: fromFusePath(p), parentTimes: this.parentTimes(p) }),
-        ),
-      rmdir: (p, cb) =>
-        this.run(
-          cb,
-          'rmdir',
-          () => (this.tree.rmdir(fromFusePath(p)), 0),
-          () => this.emit({ type: FrameType.RMDIR, path: fromFusePath(p), parentTimes: this.parentTimes(p) }),
-        ),
-      rename: (from, p, cb) =>
+      unlink: (p, cb) => this.remove(cb, 'unlink', p),
+      rmdir: (p, cb) => this.remove(cb, 'rmdir', p),
+      rename: (from, p, cb) => {
+        // What a running snapshot must know: the two entries as they were before.
+        const session = this.sessions.active;
+        let before: { source: Stat | null; target: Stat | null } | null = null;
         this.run(
           cb,
           'rename',
-          () => (this.announceBeforeNameGoes(p), this.tree.rename(fromFusePath(from), fromFusePath(p)), 0),
-          () =>
+          () => {
+            if (session) before = { source: this.tree.lstatOrNull(fromFusePath(from)), target: this.tree.lstatOrNull(fromFusePath(p)) };
+            this.announceBeforeNameGoes(p);
+            this.tree.rename(fromFusePath(from), fromFusePath(p));
+            return 0;
+          },
+          () => {
+            let tags: Tags = {};
+            const was = before as { source: Stat | null; target: Stat | null } | null;
+            if (session && was?.source) {
+              const key = inodeKey(was.source);
+              // Two names of one file: POSIX rename does nothing.
+              const same = was.target !== null && inodeKey(was.target) === key;
+              tags = same ? session.changed(key) : session.renamed(fromFusePath(from), fromFusePath(p), key, was.target);
+            }
             this.emit({
               type: FrameType.RENAME,
               from: fromFusePath(from),
@@ -389,8 +451,11 @@ export class JournalFs {
               times: this.times(fromFusePath(p)),
               fromParentTimes: this.parentTimes(from),
               parentTimes: this.parentTimes(p),
-            }),
-        ),
+              ...tags,
+            });
+          },
+        );
+      },
       fallocate: (p, fd, mode, offset, length, cb) => {
         const file = this.open.get(fd);
         if (!file) return cb(-9);
@@ -399,7 +464,7 @@ export class JournalFs {
           'fallocate',
           () => (posix.fallocate(fd, mode, offset, length), 0),
           () => {
-            if (this.announce(file, p)) this.emit({ type: FrameType.FALLOCATE, handle: file.id, flags: mode, offset, length, times: this.fdTimes(fd) });
+            if (this.announce(file, p)) this.emit({ type: FrameType.FALLOCATE, handle: file.id, flags: mode, offset, length, times: this.fdTimes(fd), ...this.changed(fileKey(file)) }, undefined, { path: p && fromFusePath(p), fd });
           },
         );
       },
@@ -408,14 +473,14 @@ export class JournalFs {
           cb,
           'setxattr',
           () => (this.tree.setxattr(fromFusePath(p), name, value, flags), 0),
-          () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags }, value),
+          () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags, ...this.changed(this.keyOfPath(fromFusePath(p))) }, value),
         ),
       removexattr: (p, name, cb) =>
         this.run(
           cb,
           'removexattr',
           () => (this.tree.removexattr(fromFusePath(p), name), 0),
-          () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name }),
+          () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name, ...this.changed(this.keyOfPath(fromFusePath(p))) }),
         ),
     };
     return operations;
@@ -427,11 +492,36 @@ export class JournalFs {
   }
 
   private journalTruncate(p: string, size: number): void {
-    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: this.times(fromFusePath(p)) });
+    const st = this.tree.lstat(fromFusePath(p));
+    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: [st.atimeNs, st.mtimeNs], ...this.changed(inodeKey(st)) });
+  }
+
+  /** unlink and rmdir: a running snapshot learns what goes before it goes. */
+  private remove(cb: Cb, what: 'unlink' | 'rmdir', p: string): void {
+    const rel = fromFusePath(p);
+    const session = this.sessions.active;
+    let gone: Stat | null = null;
+    this.run(
+      cb,
+      what,
+      () => {
+        if (what === 'unlink') this.announceBeforeNameGoes(p);
+        if (session) gone = this.tree.lstatOrNull(rel);
+        if (what === 'unlink') this.tree.unlink(rel);
+        else this.tree.rmdir(rel);
+        return 0;
+      },
+      () => {
+        const tags: Tags = session && gone ? session.removing(rel, inodeKey(gone)) : {};
+        this.emit({ type: what === 'unlink' ? FrameType.UNLINK : FrameType.RMDIR, path: rel, parentTimes: this.parentTimes(p), ...tags });
+        if (session) session.removed(rel, tags.skipIn !== undefined);
+      },
+    );
   }
 
   /** Closes every file still open on the store, and the store (after the mount is gone). */
   close(): void {
+    this.sessions.close();
     for (const fd of this.open.keys()) {
       try {
         fs.closeSync(fd);
@@ -450,4 +540,8 @@ export function errnoOf(err: unknown, what: string, log: (m: string) => void): n
   if (typeof errno === 'number' && errno < 0) return errno;
   log(`${what} failed unexpectedly: ${err instanceof Error ? err.stack : String(err)}`);
   return EIO;
+}
+
+function fileKey(file: OpenFile): string {
+  return `${file.dev}:${file.ino}`;
 }

@@ -19,6 +19,11 @@ counted as lost. If this process dies, the mount stays and answers "Transport
 endpoint is not connected" to every call, so that no write lands in the bare
 mountpoint directory; the next start clears it.
 
+A new stream over a STORE that already holds files begins with a snapshot of it,
+taken while programs use the mount: \`tfs-journal STORE MNT | tfs-mirror REPLICA\`
+gives a replica equal to the store. Late replicas ask for a snapshot of their own
+through the journal's control socket (tfs-mirror --bootstrap, via tfs-broadcast).
+
 With --spool DIR, every frame is kept in the frame log in DIR as well as written to
 stdout; tfs-broadcast --log DIR serves it (only reading it: each frame is stored
 once). A journal started again with the same spool over the same STORE goes on with
@@ -33,6 +38,10 @@ Options:
   -o, --option OPT   extra libfuse mount option, verbatim (repeatable). allow_other
                      or allow_root here means --allow-other; auto_unmount, uid=,
                      gid= and umask= are refused
+  --no-snapshot      begin with changes only (the replicas already equal STORE)
+  --control PATH     the control socket for late replicas' snapshots (default:
+                     /run/tfs/journal-ID.sock for root, else under
+                     XDG_RUNTIME_DIR; its path travels in the stream header)
   --spool DIR        keep every frame in the frame log in DIR (outside STORE and MNT)
   --spool-max SIZE   the spool's bound (e.g. 10G; default: the smaller of 4G and
                      half the space free under DIR at start): past it the oldest
@@ -53,6 +62,8 @@ runMain('tfs-journal', async () => {
     {
       'allow-other': { type: 'boolean' },
       option: { type: 'string', short: 'o', multiple: true },
+      'no-snapshot': { type: 'boolean' },
+      control: { type: 'string' },
       spool: { type: 'string' },
       'spool-max': { type: 'string' },
       sync: { type: 'string' },
@@ -71,6 +82,8 @@ runMain('tfs-journal', async () => {
     fd: 1,
     allowOther: values['allow-other'],
     fuseOptions: values.option?.flatMap((o) => o.split(',')),
+    snapshot: !values['no-snapshot'],
+    control: values.control,
     spool: values.spool,
     spoolMax: sizeOption(values['spool-max'], 'spool-max'),
     sync: choiceOption(values.sync, 'sync', SyncPolicy, SyncPolicy.FSYNC),

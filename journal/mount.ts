@@ -6,7 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
 import { FrameSink, Loss } from './sink';
-import { Spool, changedSince, defaultSpoolMax, streamIdOf } from './spool';
+import { Spool, changedSince, defaultSpoolMax } from './spool';
+import { ControlServer, defaultControlPath } from './sessions';
+import { FrameDecoder } from '../shared/decoder';
+import { StreamHeader, decodeOp } from '../shared/ops';
 import { FrameEncoder } from '../shared/encoder';
 import { SyncPolicy } from '../shared/framelog';
 import { opMeta } from '../shared/ops';
@@ -21,6 +24,13 @@ export interface JournalOptions {
   allowOther?: boolean;
   /** Extra libfuse options, verbatim (checked by `checkFuseOptions`). */
   fuseOptions?: string[];
+  /**
+   * A new stream over a non-empty STORE begins with a snapshot of it (default true): a new
+   * replica following it from the start ends equal to the store. False: changes only.
+   */
+  snapshot?: boolean;
+  /** The control socket (snapshots for late replicas): a path, or false for none. Default: defaultControlPath. */
+  control?: string | false;
   /** The spool: every frame is kept in this frame log too, and a stream found there goes on. */
   spool?: string;
   /** The spool's bound (default: defaultSpoolMax). */
@@ -154,8 +164,18 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
 
   const spool = options.spool === undefined ? undefined : openSpool(options, store, mountpoint, log);
   const sink = new FrameSink(options.fd, log, spool);
-  const header = spool?.header ?? Buffer.from(new FrameEncoder(0n).encode(FrameType.STREAM_HEADER, opMeta({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId: randomBytes(16).toString('hex'), startNs: BigInt(Date.now()) * 1000000n, firstSeq: 1n })));
-  const streamId = streamIdOf(header);
+  let header = spool?.header ?? null;
+  let firstSync = false;
+  if (header === null) {
+    const streamId = randomBytes(16).toString('hex');
+    const empty = fs.readdirSync(store).length === 0;
+    firstSync = !empty && options.snapshot !== false;
+    const control = options.control === false ? undefined : options.control ?? defaultControlPath(streamId);
+    const origin = empty ? 'empty' : firstSync ? 'snapshot' : 'changes';
+    header = Buffer.from(new FrameEncoder(0n).encode(FrameType.STREAM_HEADER, opMeta({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId, startNs: BigInt(Date.now()) * 1000000n, firstSeq: 1n, origin, control })));
+  }
+  const headerOp = decodeOp([...new FrameDecoder().push(header)][0]!) as StreamHeader;
+  const streamId = headerOp.streamId;
   if (spool?.header) log(`going on with stream ${streamId} from the spool ${spool.dir}: frames from #${spool.lastSeq + 1n}`);
   let fuse: Fuse | undefined;
   const filesystem = new JournalFs(store, sink, log, () => {
@@ -165,7 +185,9 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
   let finish!: (loss: Loss | null) => void;
   const done = new Promise<Loss | null>((resolve) => (finish = resolve));
   const ops = filesystem.operations();
+  let control: ControlServer | undefined;
   ops.destroy = () => {
+    control?.close();
     filesystem.close();
     sink.emit({ type: FrameType.END, reason: 'unmounted' });
     sink.finish();
@@ -204,6 +226,14 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
     throw err;
   }
   sink.start(header, spool ? spool.lastSeq + 1n : 1n, spool?.header ? spool.firstUnconfirmed : undefined);
+  if (headerOp.control !== undefined) {
+    try {
+      control = await ControlServer.listen(headerOp.control, filesystem.sessions, log);
+    } catch (err) {
+      log(`no control socket at ${headerOp.control} (${(err as Error).message}): late replicas cannot ask for a snapshot`);
+    }
+  }
+  if (firstSync) void filesystem.sessions.full();
   let stopping = false;
   return {
     streamId,

@@ -88,13 +88,24 @@ export class FrameSink {
     this.skipped++;
   }
 
-  /** Emits one op; `data` (write contents, xattr value) is written from where it lies, never copied. */
-  emit(op: OpInput, data?: Uint8Array): void {
+  /** The sequence number of the last frame emitted (0n before any). */
+  get lastSeq(): bigint {
+    return this.encoder.seq - 1n;
+  }
+
+  /**
+   * Emits one op; `data` (write contents, xattr value) is written from where it lies, never copied.
+   * Returns the frame's sequence number (0n while the stream has not started, or nobody takes frames).
+   */
+  emit(op: OpInput, data?: Uint8Array): bigint {
     if (!this.started) {
       this.early.push([op, data === undefined ? undefined : Buffer.from(data)]);
-      return;
+      return 0n;
     }
-    if (this.broken) return this.skip();
+    if (this.broken) {
+      this.skip();
+      return 0n;
+    }
     const meta = opMeta(op);
     let parts: Uint8Array[];
     if (data === undefined || data.length === 0) {
@@ -103,8 +114,10 @@ export class FrameSink {
       const p = this.encoder.encodeParts(op.type, meta, data);
       parts = p.pad.length > 0 ? [p.head, p.data, p.pad] : [p.head, p.data];
     }
-    this.spool?.append(parts, this.encoder.seq - 1n);
+    const seq = this.encoder.seq - 1n;
+    this.spool?.append(parts, seq);
     this.deliver(parts[0]!, parts);
+    return seq;
   }
 
   /**

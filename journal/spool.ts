@@ -1,9 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { FrameDecoder } from '../shared/decoder';
-import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameLogWriter, LogCursor, SyncPolicy, segmentBytesFor } from '../shared/framelog';
-import { decodeOp } from '../shared/ops';
 import { Tree } from '../shared/tree';
 
 export interface SpoolOptions {
@@ -175,11 +172,4 @@ export function changedSince(store: string, sinceNs: bigint): string | null {
   } finally {
     tree.close();
   }
-}
-
-/** The stream id of a stream header frame. */
-export function streamIdOf(header: Uint8Array): string {
-  const op = decodeOp([...new FrameDecoder().push(header)][0]!);
-  if (op.type !== 0x01) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'not a stream header');
-  return op.streamId;
 }

@@ -8,8 +8,8 @@ export interface Cursor {
   seq: bigint;
   /** Open write handles: handle id → replica path, or null for a file whose name is gone. */
   handles: Map<number, string | null>;
-  /** The first frame this replica received, when it joined the stream after its start (else null). */
-  joinedAt: bigint | null;
+  /** The snapshot session the replica is bootstrapping from (null: it follows the stream in full). */
+  session: number | null;
   /** Set while a mirror runs (see `markRunning`): a run that stopped uncleanly left it behind. */
   running: { where: string; durable: boolean } | null;
 }
@@ -24,7 +24,7 @@ export class CursorStore {
   private readonly setCursor: Database.Statement;
   private readonly putHandle: Database.Statement;
   private readonly dropHandle: Database.Statement;
-  private readonly commitTx: (seq: bigint, changes: Map<number, string | null | undefined>) => void;
+  private readonly commitTx: (seq: bigint, changes: Map<number, string | null | undefined>, session: number | null) => void;
   private streamId: string | null;
 
   /**
@@ -39,35 +39,36 @@ export class CursorStore {
       this.db.pragma(durable ? 'synchronous = FULL' : 'synchronous = NORMAL');
       this.db.defaultSafeIntegers(true);
       this.db.exec(`
-        CREATE TABLE IF NOT EXISTS cursor (one INTEGER PRIMARY KEY CHECK (one = 1), stream_id TEXT, seq INTEGER NOT NULL, joined_at INTEGER);
+        CREATE TABLE IF NOT EXISTS cursor (one INTEGER PRIMARY KEY CHECK (one = 1), stream_id TEXT, seq INTEGER NOT NULL, session INTEGER);
         CREATE TABLE IF NOT EXISTS handles (handle INTEGER PRIMARY KEY, path TEXT);
         INSERT OR IGNORE INTO cursor (one, stream_id, seq) VALUES (1, NULL, 0);
       `);
-      // Added after version 0.1: the unclean-stop mark.
+      // Added after version 0.1: the unclean-stop mark, the snapshot session.
       const columns = (this.db.prepare('PRAGMA table_info(cursor)').all() as { name: string }[]).map((c) => c.name);
       if (!columns.includes('running')) this.db.exec('ALTER TABLE cursor ADD COLUMN running TEXT; ALTER TABLE cursor ADD COLUMN running_durable INTEGER');
+      if (!columns.includes('session')) this.db.exec('ALTER TABLE cursor ADD COLUMN session INTEGER');
     } catch (err) {
       throw new TfsError(ErrorCode.STATE, `cannot open the cursor database ${file}: ${(err as Error).message}`, { cause: err });
     }
-    this.setCursor = this.db.prepare('UPDATE cursor SET stream_id = ?, seq = ? WHERE one = 1');
+    this.setCursor = this.db.prepare('UPDATE cursor SET stream_id = ?, seq = ?, session = ? WHERE one = 1');
     this.putHandle = this.db.prepare('INSERT OR REPLACE INTO handles (handle, path) VALUES (?, ?)');
     this.dropHandle = this.db.prepare('DELETE FROM handles WHERE handle = ?');
-    this.commitTx = this.db.transaction((seq: bigint, changes: Map<number, string | null | undefined>) => {
+    this.commitTx = this.db.transaction((seq: bigint, changes: Map<number, string | null | undefined>, session: number | null) => {
       for (const [handle, path] of changes) {
         if (path === undefined) this.dropHandle.run(handle);
         else this.putHandle.run(handle, path);
       }
-      this.setCursor.run(this.streamId, seq);
+      this.setCursor.run(this.streamId, seq, session === null ? null : BigInt(session));
     });
     this.streamId = this.load().streamId;
   }
 
   /** Reads the cursor as last committed. */
   load(): Cursor {
-    const row = this.db.prepare('SELECT stream_id, seq, joined_at, running, running_durable FROM cursor WHERE one = 1').get() as {
+    const row = this.db.prepare('SELECT stream_id, seq, session, running, running_durable FROM cursor WHERE one = 1').get() as {
       stream_id: string | null;
       seq: bigint;
-      joined_at: bigint | null;
+      session: bigint | null;
       running: string | null;
       running_durable: bigint | null;
     };
@@ -75,16 +76,15 @@ export class CursorStore {
     for (const h of this.db.prepare('SELECT handle, path FROM handles').all() as { handle: bigint; path: string | null }[]) {
       handles.set(Number(h.handle), h.path);
     }
-    return { streamId: row.stream_id, seq: row.seq, handles, joinedAt: row.joined_at, running: row.running === null ? null : { where: row.running, durable: row.running_durable === 1n } };
+    return { streamId: row.stream_id, seq: row.seq, handles, session: row.session === null ? null : Number(row.session), running: row.running === null ? null : { where: row.running, durable: row.running_durable === 1n } };
   }
 
   /** Starts following a stream from scratch (a new replica, or the user said to start over). */
   reset(streamId: string): void {
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM handles').run();
-      this.db.prepare('UPDATE cursor SET joined_at = NULL WHERE one = 1').run();
       this.streamId = streamId;
-      this.setCursor.run(streamId, 0n);
+      this.setCursor.run(streamId, 0n, null);
     })();
   }
 
@@ -108,15 +108,13 @@ export class CursorStore {
     this.db.prepare('UPDATE cursor SET running = NULL, running_durable = NULL WHERE one = 1').run();
   }
 
-  /** Records that this replica joined the stream late, at frame `seq`. */
-  markJoinedAt(seq: bigint): void {
-    this.db.prepare('UPDATE cursor SET joined_at = ? WHERE one = 1').run(seq);
-  }
-
-  /** Records that every frame up to `seq` is applied, with the handle changes since the last commit (undefined = closed). */
-  commit(seq: bigint, handleChanges: Map<number, string | null | undefined>): void {
+  /**
+   * Records that every frame up to `seq` is applied, with the handle changes since the last commit
+   * (undefined = closed), and the snapshot session the replica is bootstrapping from (or null).
+   */
+  commit(seq: bigint, handleChanges: Map<number, string | null | undefined>, session: number | null): void {
     try {
-      this.commitTx(seq, handleChanges);
+      this.commitTx(seq, handleChanges, session);
     } catch (err) {
       throw new TfsError(ErrorCode.STATE, `cannot record the cursor at #${seq}: ${(err as Error).message}`, { cause: err });
     }

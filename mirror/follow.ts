@@ -1,6 +1,6 @@
 import { ErrorCode, TfsError } from '../shared/errors';
 import { Mirror, MirrorResult } from './mirror';
-import { Source, helloFrame } from './source';
+import { Source } from './source';
 
 export interface FollowOptions {
   /** Failed attempts in a row before giving up (0: never give up). */
@@ -49,7 +49,7 @@ export class Follower {
         const before = this.mirror.position;
         let why: string;
         try {
-          this.source = await this.connect(helloFrame(this.mirror.stream ?? undefined, this.mirror.stream === null ? undefined : this.mirror.position));
+          this.source = await this.connect(this.mirror.hello());
           if ((await this.mirror.apply(this.source)) === 'end') return this.mirror.result();
           why = 'the broadcaster closed the connection before the end of the stream';
         } catch (err) {
@@ -58,6 +58,9 @@ export class Follower {
         } finally {
           this.source?.destroy();
           this.source = undefined;
+        }
+        if (this.mirror.mustStartOver) {
+          throw new TfsError(ErrorCode.PEER, `${why}, while the copy ran: what changed meanwhile can no longer all be known`, { hint: 'Run the same command again: the copy starts over.' });
         }
         if (this.mirror.position > before) failures = 0;
         failures++;
@@ -79,6 +82,13 @@ export class Follower {
     } finally {
       this.mirror.close();
     }
+  }
+
+  /** Sends a frame to the broadcaster over the connection in hand; false when there is none. */
+  send(frame: Buffer): boolean {
+    if (this.source?.send === undefined) return false;
+    this.source.send(frame);
+    return true;
   }
 
   /** Stops following: the connection in hand is closed, no new one is made. */

@@ -5,7 +5,10 @@ import { intOption, parseCommandLine, runMain } from '../shared/cli';
 import { count, stderrLogger } from '../shared/log';
 import { Mirror, defaultStatePath } from './mirror';
 import { Follower } from './follow';
-import { SocketSource } from './source';
+import { SocketSource, repairFrame } from './source';
+import { runCopy } from './copy';
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
 
 const HELP = `Usage: tfs-mirror [options] REPLICA
 
@@ -17,6 +20,14 @@ Options:
   --from SOCKET           follow the broadcaster listening on UNIX socket SOCKET;
                           when the connection goes away, reconnect and resume
                           after the last frame applied
+  --bootstrap             bring a new or stale replica to the store's state: a
+                          snapshot of the store, taken by the journal while
+                          programs write, then the live stream (needs --from;
+                          REPLICA's content is replaced)
+  --bootstrap-with CMD    the same with a copy made by CMD (a shell command, e.g.
+                          'rsync -aHAX --inplace host:/store/ REPLICA/'): changes
+                          made while it runs are tracked by the journal, and a
+                          repair snapshot of exactly those paths follows it
   --reconnect-max N       give up after N failed attempts in a row (default 0:
                           never give up)
   --reconnect-delay MS    the longest wait between attempts (default 10000;
@@ -55,6 +66,8 @@ runMain('tfs-mirror', async () => {
       'allow-devices': { type: 'boolean' },
       'preserve-privileges': { type: 'boolean' },
       durable: { type: 'boolean' },
+      bootstrap: { type: 'boolean' },
+      'bootstrap-with': { type: 'string' },
       'reconnect-max': { type: 'string' },
       'reconnect-delay': { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
@@ -64,14 +77,39 @@ runMain('tfs-mirror', async () => {
   if (!values.from && tty.isatty(0)) throw new TfsError(ErrorCode.TTY_INPUT, 'refusing to read frames from a terminal: pipe a stream in (tfs-journal STORE MNT | tfs-mirror REPLICA), or use --from SOCKET');
   const replica = positionals[0]!;
   const log = values.quiet ? () => {} : stderrLogger('tfs-mirror');
-  const mirror = new Mirror({
+  const copyCommand = values['bootstrap-with'];
+  if ((values.bootstrap || copyCommand !== undefined) && !values.from) throw new TfsError(ErrorCode.USAGE, '--bootstrap and --bootstrap-with need --from SOCKET: the snapshot is asked of the journal through its broadcaster');
+  if (values.bootstrap && copyCommand !== undefined) throw new TfsError(ErrorCode.USAGE, 'give --bootstrap or --bootstrap-with, not both');
+  const bootstrap = values.bootstrap ? 'snapshot' : copyCommand !== undefined ? 'hold' : undefined;
+  const request = `${os.hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  let copy: Promise<void> | undefined;
+  const mirror: Mirror = new Mirror({
     replica,
     state: values.state ?? defaultStatePath(replica),
     restart: values.restart,
     policy: { allowDevices: values['allow-devices'], preservePrivileges: values['preserve-privileges'] },
     durable: values.durable,
+    bootstrap,
+    request,
+    // With --bootstrap-with, the copy starts once the journal tracks what changes (the header is in).
+    onHeader: () => {
+      if (copyCommand !== undefined && copy === undefined && mirror.mustStartOver) copy = runCopy(copyCommand, log).then(() => {
+        log('copy done: asking for the repair of what changed meanwhile');
+        if (!follower!.send(repairFrame(request))) log('the connection went away before the repair could be asked for');
+      }, (err: unknown) => {
+        copyFailed = err;
+        follower!.stop();
+      });
+    },
     log,
   });
+  let copyFailed: unknown;
+  const progress = bootstrap ? setInterval(() => {
+    if (!mirror.isBootstrapping) return;
+    const p = mirror.progress;
+    log(`bootstrapping: ${p.entries} entries, ${(p.bytes / 1048576).toFixed(1)} MiB${mirror.dropped ? `, ${mirror.dropped} frames dropped while waiting` : ''}`);
+  }, 5000) : undefined;
+  progress?.unref();
   const from = values.from;
   const follower = from
     ? new Follower(mirror, (hello) => SocketSource.connect(from, hello), {
@@ -92,8 +130,10 @@ runMain('tfs-mirror', async () => {
   }
   try {
     const result = follower ? await follower.run() : await mirror.run(process.stdin);
+    clearInterval(progress);
     log(`end of stream ${result.streamId}: applied ${count(result.applied, 'frame')}, skipped ${result.skipped} already applied, at #${result.seq}`);
   } catch (err) {
+    if (copyFailed !== undefined) throw copyFailed;
     if (!stoppedBy) throw err;
     log(`stopped by ${stoppedBy} after frame #${mirror.position}, cursor recorded; run the same command again to resume`);
     return SIGNAL_EXIT[stoppedBy];

@@ -110,28 +110,59 @@ test('the cursor file may not be placed inside the replica', () => {
   assert.throws(() => new Mirror({ replica: path.join(dir, 'r'), state: path.join(dir, 'r', 'state.db') }), /must not lie inside/);
 });
 
-test('a replica that joins a stream late skips writes through files opened before it joined, also after a restart', async () => {
+test('a new replica given a stream from its middle is refused, and told to bootstrap', async () => {
   const replica = path.join(dir, 'r');
-  const logs: string[] = [];
   const s = new StreamBuilder('live')
-    .add({ type: FrameType.CREATE, path: 'early', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T })
-    .add({ type: FrameType.OPEN, handle: 1, path: 'early' })
-    .add({ type: FrameType.WRITE, handle: 1, offset: 0 }, Buffer.from('before'))
-    .add({ type: FrameType.WRITE, handle: 1, offset: 6 }, Buffer.from('after'))
-    .add({ type: FrameType.CREATE, path: 'late', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T })
-    .add({ type: FrameType.OPEN, handle: 2, path: 'late' })
-    .add({ type: FrameType.WRITE, handle: 2, offset: 0 }, Buffer.from('seen'))
-    .add({ type: FrameType.RELEASE, handle: 2, times: T })
-    .add({ type: FrameType.WRITE, handle: 1, offset: 11 }, Buffer.from('!'))
+    .add({ type: FrameType.MKDIR, path: 'a', mode: 0o40755, uid: 0, gid: 0, times: T, parentTimes: T })
+    .add({ type: FrameType.MKDIR, path: 'b', mode: 0o40755, uid: 0, gid: 0, times: T, parentTimes: T })
     .end();
-  const joined = [s.list[0]!, ...s.list.slice(4)];
-  await assert.rejects(new Mirror({ replica, log: (m) => logs.push(m) }).run(chunks(Buffer.concat(joined.slice(0, 6)))), /cut off/);
-  const result = await new Mirror({ replica, log: (m) => logs.push(m) }).run(chunks(Buffer.concat(joined)));
-  assert.equal(result.seq, 10n);
-  assert.equal(fs.readFileSync(path.join(replica, 'late'), 'utf8'), 'seen');
-  assert.equal(fs.existsSync(path.join(replica, 'early')), false);
-  assert.ok(logs.some((l) => /joining stream live at frame #4/.test(l)));
-  assert.equal(logs.filter((l) => /handle 1 was opened before this replica joined/.test(l)).length, 2, 'once per run');
-  const fresh = path.join(dir, 'fresh');
-  await assert.rejects(new Mirror({ replica: fresh }).run(chunks(Buffer.concat([s.list[0]!, s.list[1]!, s.list[3]!]))), /SEQUENCE_GAP|expected frame #2/);
+  await assert.rejects(new Mirror({ replica }).run(chunks(Buffer.concat([s.list[0]!, ...s.list.slice(2)]))), (e: unknown) => e instanceof TfsError && e.code === 'TFS_HISTORY_GONE' && /--bootstrap/.test(e.hint ?? ''));
+  assert.deepEqual(fs.readdirSync(replica), []);
+});
+
+test('snapshot sessions: a replica bootstrapping from session 1 applies its frames and skips what it must; a replica in sync ignores them', async () => {
+  // In sync from the start: it sees a session begin (for someone else) and ignores its frames.
+  const S = (o: object) => ({ ...o, session: 1 }) as never;
+  const K = (o: object) => ({ ...o, skipIn: 1 }) as never;
+  const s = new StreamBuilder('snap')
+    .add({ type: FrameType.CREATE, path: 'live', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T })
+    .add({ type: FrameType.SNAPSHOT_BEGIN, id: 1, full: true, request: 'me' })
+    .add(S({ type: FrameType.PURGE, path: '' }))
+    .add(S({ type: FrameType.CREATE, path: 'live', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T }))
+    .add(S({ type: FrameType.OPEN, handle: 9, path: 'live' }))
+    .add(S({ type: FrameType.WRITE, handle: 9, offset: 0 }), Buffer.from('snapshot'))
+    .add(S({ type: FrameType.RELEASE, handle: 9, times: T }))
+    // A live change to an entry the session has not reached: the bootstrapping replica skips it.
+    .add(K({ type: FrameType.MKDIR, path: 'later', mode: 0o40755, uid: 0, gid: 0, times: T, parentTimes: T }))
+    .add(S({ type: FrameType.MKDIR, path: 'later', mode: 0o40755, uid: 0, gid: 0, times: T, parentTimes: T }))
+    .add({ type: FrameType.SNAPSHOT_END, id: 1 })
+    .add({ type: FrameType.MKDIR, path: 'after', mode: 0o40755, uid: 0, gid: 0, times: T, parentTimes: T })
+    .end();
+  const inSync = path.join(dir, 'insync');
+  await new Mirror({ replica: inSync }).run(chunks(s.bytes()));
+  assert.deepEqual(fs.readdirSync(inSync).sort(), ['after', 'later', 'live']);
+  assert.equal(fs.readFileSync(path.join(inSync, 'live'), 'utf8'), '', 'the session frames were not applied');
+  // Bootstrapping: it starts at its session's begin frame (what came before is dropped), and a
+  // stale file in the replica goes with the PURGE.
+  const boot = path.join(dir, 'boot');
+  fs.mkdirSync(boot);
+  fs.writeFileSync(path.join(boot, 'stale'), 'old');
+  const logs: string[] = [];
+  const m = new Mirror({ replica: boot, bootstrap: 'snapshot', request: 'me', log: (l) => logs.push(l) });
+  const result = await m.run(chunks(Buffer.concat([s.list[0]!, ...s.list.slice(2)])));
+  assert.equal(result.seq, 12n);
+  assert.deepEqual(fs.readdirSync(boot).sort(), ['after', 'later', 'live']);
+  assert.equal(fs.readFileSync(path.join(boot, 'live'), 'utf8'), 'snapshot');
+  assert.match(logs.join('\n'), /bootstrap done at frame #10/);
+  // Without --bootstrap, a non-empty directory that was no replica is not replaced by a snapshot.
+  const other = path.join(dir, 'other');
+  fs.mkdirSync(other);
+  fs.writeFileSync(path.join(other, 'precious'), 'keep');
+  const fromStart = new StreamBuilder('first-sync')
+    .add({ type: FrameType.SNAPSHOT_BEGIN, id: 1, full: true })
+    .add(S({ type: FrameType.PURGE, path: '' }))
+    .add({ type: FrameType.SNAPSHOT_END, id: 1 })
+    .end();
+  await assert.rejects(new Mirror({ replica: other }).run(chunks(fromStart.bytes())), (e: unknown) => e instanceof TfsError && e.code === 'TFS_REFUSED');
+  assert.equal(fs.readFileSync(path.join(other, 'precious'), 'utf8'), 'keep');
 });

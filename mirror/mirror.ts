@@ -6,6 +6,7 @@ import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
 import { decodeOp, Op, StreamHeader } from '../shared/ops';
 import { CursorStore } from './cursor';
 import { ReplayPolicy, Replayer, needsCommit } from './replay';
+import { helloFrame } from './source';
 
 export interface MirrorOptions {
   replica: string;
@@ -15,6 +16,17 @@ export interface MirrorOptions {
   restart?: boolean;
   /** What the replica takes beyond plain entries (device nodes, setuid bits, capabilities). */
   policy?: ReplayPolicy;
+  /**
+   * How a new replica gets the part of the stream that came before it: 'snapshot' waits for the
+   * full snapshot session asked for with `request` (or takes the stream from its start), and may
+   * replace what REPLICA held; 'hold' drops every frame until the repair session asked for with
+   * `request` (after a copy by other means). Without, a new replica needs the stream's start.
+   */
+  bootstrap?: 'snapshot' | 'hold';
+  /** The token naming this replica's request (matched against SNAPSHOT_BEGIN). */
+  request?: string;
+  /** Called when a connection's stream header is in (with 'hold': the journal now tracks changes). */
+  onHeader?: () => void;
   /**
    * The cursor only ever covers what is on disk: before each commit the replica's filesystem is
    * synced, and the commit itself too. A power cut then costs nothing but the replay of the frames
@@ -55,6 +67,16 @@ export class Mirror {
   private header: StreamHeader | null = null;
   /** Whether the last frame seen (applied or skipped) is an end frame. */
   private atEnd = false;
+  /** The snapshot session this replica is bootstrapping from (null: it follows the whole stream). */
+  private session: number | null = null;
+  /** Whether REPLICA was a replica (had a cursor) before this run. */
+  private known = false;
+  /** A bootstrap has started over in this run (it is not started over again on reconnection). */
+  private bootstrapping = false;
+  /** Frames dropped while waiting for this replica's snapshot session. */
+  dropped = 0;
+  /** What the snapshot brought so far: entries, and bytes of content. */
+  readonly progress = { entries: 0, bytes: 0 };
   private applied = 0;
   private skipped = 0;
 
@@ -76,7 +98,8 @@ export class Mirror {
       this.streamId = cursor.streamId;
       this.seq = this.committed = cursor.seq;
       this.replayer.restoreHandles(cursor.handles);
-      if (cursor.joinedAt !== null) this.replayer.tolerateUnknownHandles();
+      this.session = cursor.session;
+      this.known = cursor.streamId !== null;
       if (cursor.running !== null) this.checkUncleanStop(cursor.running, replica);
       this.cursor.markRunning(this.replayer.whereabouts(), options.durable ?? false);
     }
@@ -102,6 +125,19 @@ export class Mirror {
   /** The sequence number of the last frame applied. */
   get position(): bigint {
     return this.seq;
+  }
+
+  /** Whether the replica is still bootstrapping (waiting for its session, or in it). */
+  get isBootstrapping(): boolean {
+    return this.session !== null || (this.options.bootstrap !== undefined && this.seq === 0n);
+  }
+
+  /**
+   * With 'hold', a connection lost before the repair session began loses what the journal was
+   * tracking: the copy cannot be completed exactly any more, and a new attempt must start over.
+   */
+  get mustStartOver(): boolean {
+    return this.options.bootstrap === 'hold' && this.seq === 0n && this.bootstrapping;
   }
 
   /** The stream the replica follows (null before its first stream). */
@@ -171,9 +207,14 @@ export class Mirror {
       if (this.seq !== 0n) {
         throw new TfsError(ErrorCode.SEQUENCE_GAP, `expected frame #${this.seq + 1n} next, got #${op.seq}: frames are missing`, { seq: op.seq });
       }
-      this.log(`joining stream ${this.streamId} at frame #${op.seq}: earlier changes must come from a bootstrap copy`);
-      this.cursor!.markJoinedAt(op.seq);
-      this.replayer.tolerateUnknownHandles();
+      if (!this.startsHere(op)) return;
+    } else if (this.seq === 0n && this.session === null && !this.startsHere(op)) {
+      return;
+    }
+    if (this.skips(op)) {
+      this.seq = op.seq;
+      this.skipped++;
+      return;
     }
     // A frame that changes names is committed alone: what came before it is committed first, so
     // that a kill can only make this one frame repeat (each is idempotent), never a run of earlier
@@ -183,7 +224,55 @@ export class Mirror {
     this.replayer.apply(op);
     this.seq = op.seq;
     this.applied++;
+    if (op.session !== undefined) {
+      if (op.type === FrameType.WRITE) this.progress.bytes += op.data.length;
+      else if (op.type === FrameType.CREATE || op.type === FrameType.MKDIR || op.type === FrameType.SYMLINK || op.type === FrameType.MKNOD) this.progress.entries++;
+    }
+    if (op.type === FrameType.SNAPSHOT_END && op.id === this.session) {
+      this.session = null;
+      this.log(`bootstrap done at frame #${op.seq}: the replica equals the store as of then, and follows the stream`);
+    }
     if (alone) this.commit();
+  }
+
+  /**
+   * A new replica (no frame applied yet) sees its first frame: whether it can start from it. It
+   * can at the stream's first frame (the store was empty, or a snapshot comes first), and at the
+   * begin frame of the snapshot session it is waiting for. A replica waiting for its session drops
+   * what comes before; any other replica cannot start in the middle of a stream.
+   */
+  private startsHere(op: Op): boolean {
+    const fromStart = op.seq === this.header!.firstSeq && this.header!.origin !== 'changes';
+    const mine = op.type === FrameType.SNAPSHOT_BEGIN && (op.request === undefined ? op.full && op.seq === this.header!.firstSeq : op.request === this.options.request);
+    if (mine || (fromStart && this.options.bootstrap !== 'hold')) {
+      if (op.type === FrameType.SNAPSHOT_BEGIN) this.adopt(op.id, op.full);
+      return true;
+    }
+    if (this.options.bootstrap !== undefined) {
+      this.dropped++;
+      return false;
+    }
+    throw new TfsError(ErrorCode.HISTORY_GONE, `this replica is new, and its stream is given from frame #${op.seq}, not from its beginning: the changes before are not here`, {
+      hint: 'Start it with --bootstrap (from a broadcaster), or follow the stream from its start.',
+    });
+  }
+
+  /** Starts bootstrapping from snapshot session `id` (a full one replaces what REPLICA holds). */
+  private adopt(id: number, full: boolean): void {
+    if (full && !this.known && this.options.bootstrap === undefined && this.replayer.holdsAnything()) {
+      throw new TfsError(ErrorCode.REFUSED, 'REPLICA is not empty and was no replica (it has no cursor): the snapshot would replace what it holds', {
+        hint: 'Give an empty directory, or pass --bootstrap to replace its content.',
+      });
+    }
+    this.session = id;
+    this.log(`bootstrapping from snapshot ${id}${full ? '' : ' (a repair of what changed during the copy)'}`);
+  }
+
+  /** Frames of another snapshot session than this replica's, and live frames its session brings otherwise. */
+  private skips(op: Op): boolean {
+    if (op.session !== undefined) return op.session !== this.session;
+    if (op.skipIn !== undefined) return op.skipIn === this.session;
+    return false;
   }
 
   private begin(header: StreamHeader): void {
@@ -193,11 +282,13 @@ export class Mirror {
     }
     if (this.header !== null) throw new TfsError(ErrorCode.CORRUPT_FRAME, 'a second stream header inside the stream', { seq: header.seq });
     this.header = header;
-    if (this.streamId !== header.streamId) {
-      if (this.streamId !== null && !this.options.restart) {
+    // A bootstrap starts over, whatever the cursor says (once: a reconnection mid-bootstrap resumes).
+    const fresh = this.options.bootstrap !== undefined && !this.bootstrapping;
+    if (this.streamId !== header.streamId || fresh) {
+      if (this.streamId !== null && this.streamId !== header.streamId && !this.options.restart && !fresh) {
         throw new TfsError(ErrorCode.STREAM_MISMATCH, `this replica follows stream ${this.streamId}, not ${header.streamId}; pass --restart to start over`, { seq: header.seq });
       }
-      if (this.streamId !== null) this.log(`starting over: following stream ${header.streamId} instead of ${this.streamId}`);
+      if (this.streamId !== null && this.streamId !== header.streamId) this.log(`starting over: following stream ${header.streamId} instead of ${this.streamId}`);
       if (this.cursor === null) {
         this.cursor = new CursorStore(this.statePath, this.options.durable);
         this.cursor.markRunning(this.replayer.whereabouts(), this.options.durable ?? false);
@@ -206,7 +297,17 @@ export class Mirror {
       this.replayer.closeFiles();
       this.streamId = header.streamId;
       this.seq = this.committed = 0n;
+      this.session = null;
+      this.bootstrapping = this.options.bootstrap !== undefined;
     }
+    this.options.onHeader?.();
+  }
+
+  /** The HELLO for a connection: a bootstrap's request, or where the replica stands. */
+  hello(): Buffer {
+    // Until the snapshot session begins (also when reconnecting before it), the request is made again.
+    if (this.options.bootstrap !== undefined && (!this.bootstrapping || this.seq === 0n)) return helloFrame(undefined, undefined, this.options.bootstrap, this.options.request);
+    return helloFrame(this.streamId ?? undefined, this.streamId === null ? undefined : this.seq);
   }
 
   private commit(): void {
@@ -214,7 +315,7 @@ export class Mirror {
     if (this.cursor === null || (this.seq === this.committed && changes.size === 0)) return;
     // Durable: nothing the cursor counts may still be only in memory.
     if (this.options.durable) this.replayer.sync();
-    this.cursor.commit(this.seq, changes);
+    this.cursor.commit(this.seq, changes, this.session);
     this.committed = this.seq;
   }
 }

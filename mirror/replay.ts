@@ -54,9 +54,6 @@ export class Replayer {
   private readonly canChown = process.geteuid?.() === 0;
   /** Kinds of things dropped by the policy, each noted once. */
   private readonly noted = new Set<string>();
-  /** Set when the replica joined the stream late: handles opened before that are unknown, not wrong. */
-  private joinedLate = false;
-  private readonly skippedHandles = new Set<number>();
 
   /** Durable mode: what changed since the last `sync` (entries and directories by path, written files by descriptor). */
   private readonly dirty = new Set<string>();
@@ -80,12 +77,9 @@ export class Replayer {
     for (const [id, p] of handles) this.handles.set(id, { path: p, fd: undefined });
   }
 
-  /**
-   * The replica joined the stream after its start: writes through files opened before it joined
-   * are skipped (with a warning each) instead of refused; the bootstrap copy must bring them.
-   */
-  tolerateUnknownHandles(): void {
-    this.joinedLate = true;
+  /** Whether the replica holds any entry. */
+  holdsAnything(): boolean {
+    return this.tree.readdir('').length > 0;
   }
 
   /** The file a handle writes to, for messages. */
@@ -188,7 +182,21 @@ export class Replayer {
       case FrameType.STREAM_HEADER:
       case FrameType.END:
       case FrameType.HELLO:
+      case FrameType.ERROR:
+      case FrameType.REQUEST:
+      case FrameType.SNAPSHOT_BEGIN:
+      case FrameType.SNAPSHOT_END:
         return;
+      case FrameType.PURGE:
+        // A snapshot replaces what the replica has at this path (everything in it, for the root).
+        this.touch(parentOf(op.path));
+        for (const [id, h] of this.handles) {
+          if (h.path !== null && (op.path === '' || h.path === op.path || h.path.startsWith(op.path + '/'))) {
+            h.path = null;
+            this.handleChanges.set(id, null);
+          }
+        }
+        return this.purge(op.path);
       case FrameType.CREATE: {
         this.touchEntry(op.path);
         this.clearNonDir(op.path);
@@ -427,11 +435,6 @@ export class Replayer {
 
   private fdOf(handle: number, seq: bigint): number | undefined {
     const h = this.handles.get(handle);
-    if (!h && this.joinedLate) {
-      if (!this.skippedHandles.has(handle)) this.log(`frame #${seq}: handle ${handle} was opened before this replica joined; its changes are skipped`);
-      this.skippedHandles.add(handle);
-      return undefined;
-    }
     if (!h) throw new TfsError(ErrorCode.UNKNOWN_HANDLE, `handle ${handle} was never opened in this stream`, { seq });
     if (h.fd === undefined && h.path !== null) h.fd = this.tree.open(h.path, O_WRONLY);
     return h.fd;
@@ -445,6 +448,16 @@ export class Replayer {
         this.handleChanges.set(id, null);
       }
     }
+  }
+
+  /** Removes the entry at `rel` and everything under it ('' : everything in the replica, not the replica). */
+  private purge(rel: string): void {
+    const st = this.tree.lstatOrNull(rel);
+    if (st === null) return;
+    if (fileType(st.mode) === S_IFDIR) {
+      for (const name of this.tree.readdir(rel)) this.purge(rel === '' ? name : `${rel}/${name}`);
+      if (rel !== '') this.tree.rmdir(rel);
+    } else this.tree.unlink(rel);
   }
 
   private renameHandles(from: string, to: string): void {

@@ -5,15 +5,22 @@ import { FrameType, PROTOCOL_VERSION } from '../shared/frame';
 import { opMeta } from '../shared/ops';
 
 /** The client handshake: the first frame a client sends to a broadcaster. */
-export function helloFrame(streamId?: string, fromSeq?: bigint): Buffer {
-  const meta = opMeta({ type: FrameType.HELLO, version: PROTOCOL_VERSION, streamId, fromSeq });
+export function helloFrame(streamId?: string, fromSeq?: bigint, bootstrap?: string, request?: string): Buffer {
+  const meta = opMeta({ type: FrameType.HELLO, version: PROTOCOL_VERSION, streamId, fromSeq, bootstrap, request });
   return Buffer.from(new FrameEncoder(0n).encode(FrameType.HELLO, meta));
+}
+
+/** The client's request for the repair session of its copy (after a HELLO with bootstrap 'hold'). */
+export function repairFrame(token: string): Buffer {
+  return Buffer.from(new FrameEncoder(0n).encode(FrameType.REQUEST, opMeta({ type: FrameType.REQUEST, repair: token })));
 }
 
 /** A stream of chunks that can be stopped from outside (the mirror's input). */
 export interface Source extends AsyncIterable<Uint8Array> {
   /** Ends the input: iteration stops with an error. */
   destroy(): void;
+  /** Sends a frame to the other end (a broadcaster), where there is one. */
+  send?(frame: Buffer): void;
 }
 
 /** The broadcaster at a UNIX socket, connected and greeted: yields the stream's chunks. */
@@ -35,6 +42,10 @@ export class SocketSource implements Source {
 
   destroy(): void {
     this.socket.destroy(new Error('stopped'));
+  }
+
+  send(frame: Buffer): void {
+    this.socket.write(frame);
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {

@@ -47,7 +47,7 @@ export const Cap = {
   XATTR_VALUE: 65536,
 } as const;
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** The stream header's magic, in its metadata. */
 export const MAGIC = 'tfs-journal';
 
@@ -57,6 +57,9 @@ export const FrameType = {
   END: 0x02,
   HELLO: 0x03,
   ERROR: 0x04,
+  REQUEST: 0x05,
+  SNAPSHOT_BEGIN: 0x06,
+  SNAPSHOT_END: 0x07,
   CREATE: 0x10,
   MKNOD: 0x11,
   MKDIR: 0x12,
@@ -65,6 +68,7 @@ export const FrameType = {
   UNLINK: 0x15,
   RMDIR: 0x16,
   RENAME: 0x17,
+  PURGE: 0x18,
   OPEN: 0x20,
   WRITE: 0x21,
   TRUNCATE: 0x22,

@@ -35,10 +35,27 @@ const parentTimes = f('parentTimes', 'pt', 'times');
  * kind). Encoding, validation and tfs-inspect all read this one table.
  */
 export const OP_FIELDS: Readonly<Record<number, readonly Field[]>> = {
-  [FrameType.STREAM_HEADER]: [f('magic', 'magic', 'string'), f('version', 'v', 'uint'), f('streamId', 'id', 'string'), f('startNs', 't', 'bigint'), f('firstSeq', 'first', 'bigint')],
+  [FrameType.STREAM_HEADER]: [
+    f('magic', 'magic', 'string'),
+    f('version', 'v', 'uint'),
+    f('streamId', 'id', 'string'),
+    f('startNs', 't', 'bigint'),
+    f('firstSeq', 'first', 'bigint'),
+    f('origin', 'origin', 'string', true),
+    f('control', 'ctl', 'string', true),
+  ],
   [FrameType.END]: [f('reason', 'r', 'string')],
-  [FrameType.HELLO]: [f('version', 'v', 'uint'), f('streamId', 'id', 'string', true), f('fromSeq', 'from', 'bigint', true)],
+  [FrameType.HELLO]: [
+    f('version', 'v', 'uint'),
+    f('streamId', 'id', 'string', true),
+    f('fromSeq', 'from', 'bigint', true),
+    f('bootstrap', 'bs', 'string', true),
+    f('request', 'req', 'string', true),
+  ],
   [FrameType.ERROR]: [f('code', 'code', 'string'), f('message', 'm', 'string'), f('hint', 'hint', 'string', true)],
+  [FrameType.REQUEST]: [f('repair', 'repair', 'string')],
+  [FrameType.SNAPSHOT_BEGIN]: [f('id', 'id', 'uint'), f('full', 'full', 'bool'), f('request', 'req', 'string', true)],
+  [FrameType.SNAPSHOT_END]: [f('id', 'id', 'uint')],
   [FrameType.CREATE]: [path, mode, uid, gid, times, parentTimes],
   [FrameType.MKNOD]: [path, mode, f('rdev', 'rdev', 'uint'), uid, gid, times, parentTimes],
   [FrameType.MKDIR]: [path, mode, uid, gid, times, parentTimes],
@@ -47,6 +64,7 @@ export const OP_FIELDS: Readonly<Record<number, readonly Field[]>> = {
   [FrameType.UNLINK]: [path, parentTimes],
   [FrameType.RMDIR]: [path, parentTimes],
   [FrameType.RENAME]: [f('from', 'from', 'path'), path, f('flags', 'fl', 'uint'), times, f('fromParentTimes', 'fpt', 'times'), parentTimes],
+  [FrameType.PURGE]: [path],
   [FrameType.OPEN]: [handle, path],
   [FrameType.WRITE]: [handle, f('offset', 'o', 'uint')],
   [FrameType.TRUNCATE]: [path, f('size', 's', 'uint'), times],
@@ -62,21 +80,39 @@ export const OP_FIELDS: Readonly<Record<number, readonly Field[]>> = {
 };
 
 const callerField = f('caller', 'c', 'caller', true);
+/** A frame of snapshot session `session`: only replicas bootstrapping from that session apply it. */
+const sessionField = f('session', 'ss', 'uint', true);
+/** A live frame that replicas bootstrapping from session `skipIn` must not apply (the snapshot brings its effect). */
+const skipField = f('skipIn', 'sk', 'uint', true);
+const TAGS = [callerField, sessionField, skipField];
 
-/** What decodeOp reads for each frame type: its fields and the optional caller (built once). */
-const DECODE_FIELDS = new Map<number, readonly Field[]>(Object.entries(OP_FIELDS).map(([type, fields]) => [Number(type), [...fields, callerField]]));
+/** What decodeOp reads for each frame type: its fields and the optional tags (built once). */
+const DECODE_FIELDS = new Map<number, readonly Field[]>(Object.entries(OP_FIELDS).map(([type, fields]) => [Number(type), [...fields, ...TAGS]]));
 
-interface Base { seq: bigint; caller?: Caller }
-export type StreamHeader = Base & { type: typeof FrameType.STREAM_HEADER; magic: string; version: number; streamId: string; startNs: bigint; firstSeq: bigint };
+interface Base { seq: bigint; caller?: Caller; session?: number; skipIn?: number }
+/**
+ * `origin`: what the stream's first frames bring a new replica: 'snapshot' (the store's content,
+ * then its changes), 'empty' (the store was empty), 'changes' (changes only: replicas must already
+ * equal the store). `control`: the journal's control socket (snapshots for late replicas).
+ */
+export type StreamHeader = Base & { type: typeof FrameType.STREAM_HEADER; magic: string; version: number; streamId: string; startNs: bigint; firstSeq: bigint; origin?: string; control?: string };
 export type End = Base & { type: typeof FrameType.END; reason: string };
-export type Hello = Base & { type: typeof FrameType.HELLO; version: number; streamId?: string; fromSeq?: bigint };
+/** `bootstrap`: 'snapshot' (a full snapshot session for a new replica) or 'hold' (the journal tracks what changes until a repair). */
+export type Hello = Base & { type: typeof FrameType.HELLO; version: number; streamId?: string; fromSeq?: bigint; bootstrap?: string; request?: string };
 export type Refusal = Base & { type: typeof FrameType.ERROR; code: string; message: string; hint?: string };
+export type Request = Base & { type: typeof FrameType.REQUEST; repair: string };
+export type SnapshotBegin = Base & { type: typeof FrameType.SNAPSHOT_BEGIN; id: number; full: boolean; request?: string };
+export type SnapshotEnd = Base & { type: typeof FrameType.SNAPSHOT_END; id: number };
 type Owned = { path: string; uid: number; gid: number; times: Times; parentTimes: Times };
 export type Op =
   | StreamHeader
   | End
   | Hello
   | Refusal
+  | Request
+  | SnapshotBegin
+  | SnapshotEnd
+  | (Base & { type: typeof FrameType.PURGE; path: string })
   | (Base & Owned & { type: typeof FrameType.CREATE; mode: number })
   | (Base & Owned & { type: typeof FrameType.MKNOD; mode: number; rdev: number })
   | (Base & Owned & { type: typeof FrameType.MKDIR; mode: number })
@@ -105,7 +141,7 @@ export type OpInput = Op extends infer O ? (O extends Op ? Omit<O, 'seq' | 'data
  * Frame types that may name the tree's root itself (path ''): what a store's root can undergo
  * through the mount. Anything else on '' (RMDIR, RENAME, CREATE...) is hostile.
  */
-export const ROOT_TYPES: ReadonlySet<number> = new Set([FrameType.CHMOD, FrameType.CHOWN, FrameType.UTIMENS, FrameType.SETXATTR, FrameType.REMOVEXATTR]);
+export const ROOT_TYPES: ReadonlySet<number> = new Set([FrameType.CHMOD, FrameType.CHOWN, FrameType.UTIMENS, FrameType.SETXATTR, FrameType.REMOVEXATTR, FrameType.PURGE]);
 
 /** Frame types that carry raw data after their metadata. */
 export const DATA_TYPES: ReadonlySet<number> = new Set([FrameType.WRITE, FrameType.SETXATTR]);
@@ -121,6 +157,8 @@ export function opMeta(op: OpInput): Record<string, unknown> {
     if (v !== undefined) meta[field.wire] = v;
   }
   if (op.caller) meta[callerField.wire] = [op.caller.pid, op.caller.uid, op.caller.gid];
+  if (op.session !== undefined) meta[sessionField.wire] = op.session;
+  if (op.skipIn !== undefined) meta[skipField.wire] = op.skipIn;
   return meta;
 }
 

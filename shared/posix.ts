@@ -36,6 +36,8 @@ export interface Posix {
   unreadBytes(fd: number): number;
   /** Takes an exclusive flock(2) without waiting: false when another open file holds it. */
   tryLock(fd: number): boolean;
+  /** The first offset at or after `offset` holding data (SEEK_DATA); throws ENXIO when none does. */
+  seekData(fd: number, offset: number): number;
   /** Flushes the whole filesystem holding fd to disk. */
   syncfs(fd: number): void;
 }

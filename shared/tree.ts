@@ -87,12 +87,13 @@ export class Tree {
     return toStat(statBuffer);
   }
 
-  /** lstat, or null when there is no such entry. */
+  /** lstat, or null when there is no such entry (also when a component on the way is no directory). */
   lstatOrNull(rel: string): Stat | null {
     try {
       return this.lstat(rel);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
       throw err;
     }
   }

@@ -24,12 +24,35 @@ const fresh = (prefix: string) => {
   return parent === '' ? `${prefix}${counter++}` : `${parent}/${prefix}${counter++}`;
 };
 
+/** Renames a directory (and what the lists know under it). */
+function moveDir(from: string, to: string): void {
+  fs.renameSync(p(from), p(to));
+  const move = (x: string) => (x === from || x.startsWith(from + '/') ? to + x.slice(from.length) : x);
+  for (let i = 0; i < dirs.length; i++) dirs[i] = move(dirs[i]!);
+  for (let i = 0; i < files.length; i++) files[i] = move(files[i]!);
+}
+
+// A tree that is already there (made by an earlier run) is taken up: its files and directories.
 fs.mkdirSync(dir, { recursive: true });
+(function scan(rel: string): void {
+  for (const e of fs.readdirSync(p(rel), { withFileTypes: true })) {
+    const child = rel === '' ? e.name : `${rel}/${e.name}`;
+    counter = Math.max(counter, Number(/\d+$/.exec(e.name)?.[0] ?? 0) + 1);
+    if (e.isDirectory()) {
+      dirs.push(child);
+      scan(child);
+    } else if (e.isFile()) files.push(child);
+  }
+})('');
 let ops = 0;
+// A file kept open for the whole run, written through while it is renamed, moved and linked.
+const kept = fresh('k');
+const keptFd = fs.openSync(p(kept), 'w+');
+files.push(kept);
 try {
   while (!fs.existsSync(stopFile)) {
     const file = pick(files);
-    switch (rand(14)) {
+    switch (rand(17)) {
       case 0:
       case 1: {
         const f = fresh('f');
@@ -97,6 +120,20 @@ try {
           fs.renameSync(p(tmp), p(file));
         }
         break;
+      case 14: {
+        // A directory moves elsewhere in the tree (never into itself).
+        const d = pick(dirs.filter((x) => x !== ''));
+        if (d) {
+          const parents = dirs.filter((x) => x !== d && !x.startsWith(d + '/'));
+          const parent = pick(parents)!;
+          moveDir(d, parent === '' ? `d${counter++}` : `${parent}/d${counter++}`);
+        }
+        break;
+      }
+      case 15:
+      case 16:
+        fs.writeSync(keptFd, `kept ${ops}\n`, rand(5000));
+        break;
       case 13:
         if (file && files.length > 20) {
           const other = pick(files)!;
@@ -113,4 +150,5 @@ try {
   process.stderr.write(`churn: operation ${ops} failed: ${(err as Error).stack}\n`);
   process.exit(1);
 }
+fs.closeSync(keptFd);
 process.stdout.write(`${ops}\n`);

@@ -16,6 +16,14 @@ export const BIN = {
 
 const started = new Map<TestContext, ChildProcess[]>();
 
+// Journals started by a test keep their control sockets in a directory of the test run, never in
+// /run/tfs (scripts/test.sh sets one for the whole run; a test file run by hand gets its own).
+if (process.env['TFS_RUNTIME_DIR'] === undefined) {
+  const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-runtime-'));
+  process.env['TFS_RUNTIME_DIR'] = runtime;
+  process.on('exit', () => fs.rmSync(runtime, { recursive: true, force: true }));
+}
+
 // If this test process ends abnormally (a timeout, an uncaught error), its children go with it: a
 // journal whose reader died would otherwise keep serving its mount forever, by design.
 process.on('exit', () => {

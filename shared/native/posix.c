@@ -530,6 +530,20 @@ static napi_value unread_bytes(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// seekData(fd, offset) -> the first offset at or after `offset` that holds data (SEEK_DATA);
+// throws ENXIO when there is none (only a hole, or the end, follows).
+static napi_value seek_data(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  int32_t fd;
+  int64_t offset;
+  if (get_int(env, argv[0], &fd) || get_i64(env, argv[1], &offset)) return NULL;
+  off_t at = lseek(fd, (off_t) offset, SEEK_DATA);
+  if (at < 0) return throw_errno(env, errno, "lseek", NULL);
+  napi_value out;
+  napi_create_int64(env, (int64_t) at, &out);
+  return out;
+}
+
 // tryLock(fd) -> true when an exclusive flock(2) was taken, false when another open file holds one.
 static napi_value try_lock(napi_env env, napi_callback_info info) {
   ARGS(1)
@@ -581,6 +595,7 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("fallocate", fallocate_),
     FN("unreadBytes", unread_bytes),
     FN("tryLock", try_lock),
+    FN("seekData", seek_data),
     FN("syncfs", syncfs_),
   };
 #undef FN
