@@ -41,6 +41,10 @@ Options:
                           connected for DURATION (default 0 for a stream on
                           stdin, 15s when following a log: mirrors that lost
                           their connection come back and get the end)
+  --control PATH          the journal's control socket, where late replicas ask
+                          for a snapshot (default: the path in the stream header;
+                          over ssh, a local socket forwarded to it with
+                          ssh -L PATH:REMOTE-PATH)
   -h, --help              this text
 
 Exit status: 0 once the end frame is delivered; 3 when the input is cut off or
@@ -59,6 +63,7 @@ runMain('tfs-broadcast', async () => {
       'slow-client': { type: 'string' },
       'slow-client-grace': { type: 'string' },
       linger: { type: 'string' },
+      control: { type: 'string' },
     },
     { min: 1, max: 1 },
   );
@@ -73,6 +78,7 @@ runMain('tfs-broadcast', async () => {
     slowClient: choiceOption(values['slow-client'], 'slow-client', SlowClientPolicy, SlowClientPolicy.WAIT),
     slowClientGraceMs: intOption(values['slow-client-grace'], 'slow-client-grace', 2000),
     lingerMs: durationOption(values.linger, 'linger'),
+    control: values.control,
     log,
   });
   await broadcaster.listen();

@@ -41,6 +41,11 @@ export interface BroadcastOptions {
    * connection come back within their 10 s backoff and get the end).
    */
   lingerMs?: number;
+  /**
+   * The journal's control socket, instead of the path its stream header names: for a journal on
+   * another machine, a local socket forwarded to it (ssh -L LOCAL:REMOTE).
+   */
+  control?: string;
   log?: (message: string) => void;
 }
 
@@ -360,7 +365,7 @@ export class Broadcaster {
     this.header = header;
     this.streamId = op.streamId;
     this.origin = op.origin;
-    this.control = op.control;
+    this.control = this.options.control ?? op.control;
     this.writer?.setHeader(header);
     for (const s of this.sessions) if (s.state === 'waiting') this.begin(s);
   }
@@ -470,7 +475,7 @@ export class Broadcaster {
    */
   private askJournal(session: Session, request: Record<string, unknown>, then: (reply: Record<string, unknown>) => void): void {
     const refuse = (why: string) =>
-      this.refuse(session, ErrorCode.HISTORY_GONE, `the journal cannot be asked for a snapshot: ${why}`, 'Run the broadcaster where the journal runs (its control socket is local), or keep a log from the stream\'s start (tfs-broadcast --log, with a journal that began with a snapshot).');
+      this.refuse(session, ErrorCode.HISTORY_GONE, `the journal cannot be asked for a snapshot: ${why}`, 'Run the broadcaster where the journal runs, or forward the journal\'s control socket to it (ssh -L LOCAL:REMOTE, tfs-broadcast --control LOCAL), or keep a log from the stream\'s start (tfs-broadcast --log, with a journal that began with a snapshot).');
     if (this.control === undefined) return refuse('its stream header names no control socket (tfs-journal --control)');
     const ctl = net.createConnection(this.control);
     let buffered = '';

@@ -67,6 +67,7 @@ export class JournalFs {
         emitted: () => this.sink.lastSeq,
         newHandle: () => this.nextHandle++,
         announcedHandles: (key) => this.announcedHandles(key),
+        announcedFiles: () => [...this.open.values()].filter((f) => f.announced).map((f) => ({ id: f.id, key: fileKey(f) })),
         log,
       },
       log,

@@ -118,7 +118,11 @@ export class Sessions {
       let paths: string[] | null = null;
       if (next.repair !== null) {
         for (const [token, t] of this.trackers) if (t === next.repair) this.trackers.delete(token);
-        paths = this.allNames([...next.repair.paths], next.repair.inodes);
+        // Files open through the mount are repaired too, whether or not they changed: the copy's
+        // replica never saw their handles' OPEN frames, and the session announces them again.
+        const inodes = new Set(next.repair.inodes);
+        for (const f of this.host.announcedFiles()) inodes.add(f.key);
+        paths = this.allNames([...next.repair.paths], inodes);
       }
       // Made and begun in this same turn: no change can come between the tracker's end and the begin frame.
       this.active = new Snapshot(this.host, this.nextId++, paths, next.request);

@@ -48,6 +48,8 @@ export interface SnapshotHost {
   newHandle(): number;
   /** Handles open on an inode (key) that frames already named (OPEN was emitted). */
   announcedHandles(key: string): number[];
+  /** Every handle that frames already named, with its file's inode. */
+  announcedFiles(): { id: number; key: string }[];
   log(message: string): void;
 }
 
@@ -103,7 +105,9 @@ export class Snapshot {
       this.pending = null;
       this.queue.push('');
     } else {
-      this.pending = new Set();
+      // Files open through the mount start unsynced too (the copy's replica never got their
+      // handles): the named ones are among the paths to repair, the nameless ones stay unsynced.
+      this.pending = new Set(host.announcedFiles().map((f) => f.key));
       for (const p of outermost(repair)) {
         this.collect(p);
         this.queue.push(p);
@@ -160,7 +164,11 @@ export class Snapshot {
     do {
       if (this.copy) this.copyStep();
       else if (!this.walkStep()) {
-        this.host.emit({ type: FrameType.SNAPSHOT_END, id: this.id });
+        // Handles the replica never got: their files were never synced, so they have no name now
+        // (a full walk reaches every name; a repair is given every open file's names). Through FUSE
+        // a file without a name never gets one again, so their frames change nothing it shows.
+        const nameless = this.host.announcedFiles().filter((f) => !this.synced(f.key)).map((f) => f.id);
+        this.host.emit({ type: FrameType.SNAPSHOT_END, id: this.id, ...(nameless.length > 0 ? { nameless } : {}) });
         return true;
       }
     } while (Date.now() < until);

@@ -77,6 +77,17 @@ test('property: a stream cut off anywhere, then run again whole, gives the same 
   );
 });
 
+test('killed after a rename reached the replica but before its commit: the rerun moves the open handles too', async () => {
+  const replica = path.join(dir, 'r');
+  const frames = sampleStream().list;
+  // Header and frames up to the second WRITE are committed; the RENAME then reached the disk, and the kill came.
+  await assert.rejects(new Mirror({ replica }).run(chunks(Buffer.concat(frames.slice(0, 6)))), (e: unknown) => e instanceof TfsError && e.code === 'TFS_TRUNCATED');
+  fs.renameSync(path.join(replica, 'd/f'), path.join(replica, 'd/g'));
+  await new Mirror({ replica }).run(chunks(Buffer.concat(frames)));
+  assert.equal(fs.readFileSync(path.join(replica, 'd/g'), 'utf8'), 'hello world!');
+  assert.deepEqual(fs.readdirSync(path.join(replica, 'd')), ['g']);
+});
+
 test('a stream from another journal is refused unless told to start over', async () => {
   const replica = path.join(dir, 'r');
   await new Mirror({ replica }).run(chunks(sampleStream('one').bytes()));

@@ -229,6 +229,7 @@ export class Mirror {
       else if (op.type === FrameType.CREATE || op.type === FrameType.MKDIR || op.type === FrameType.SYMLINK || op.type === FrameType.MKNOD) this.progress.entries++;
     }
     if (op.type === FrameType.SNAPSHOT_END && op.id === this.session) {
+      this.replayer.namelessHandles(op.nameless ?? []);
       this.session = null;
       this.log(`bootstrap done at frame #${op.seq}: the replica equals the store as of then, and follows the stream`);
     }

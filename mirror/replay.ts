@@ -77,6 +77,18 @@ export class Replayer {
     for (const [id, p] of handles) this.handles.set(id, { path: p, fd: undefined });
   }
 
+  /**
+   * Handles the snapshot this replica bootstrapped from could not bring: open on files that have
+   * no name (their frames are skipped, like those of any handle whose name is gone).
+   */
+  namelessHandles(ids: number[]): void {
+    for (const id of ids) {
+      if (this.handles.has(id)) continue;
+      this.handles.set(id, { path: null, fd: undefined });
+      this.handleChanges.set(id, null);
+    }
+  }
+
   /** Whether the replica holds any entry. */
   holdsAnything(): boolean {
     return this.tree.readdir('').length > 0;
@@ -276,11 +288,10 @@ export class Replayer {
         this.touch(parentOf(op.from));
         this.touchEntry(op.path);
         // Applied already (a replay right after a kill): the source is gone and the target is there.
-        if (t.lstatOrNull(op.from) || !t.lstatOrNull(op.path)) {
-          if (op.path !== op.from) this.detachHandles(op.path);
-          t.rename(op.from, op.path);
-          this.renameHandles(op.from, op.path);
-        }
+        if (t.lstatOrNull(op.from) || !t.lstatOrNull(op.path)) t.rename(op.from, op.path);
+        // The handles follow either way: the cursor's handle table is the one from before this frame.
+        if (op.path !== op.from) this.detachHandles(op.path);
+        this.renameHandles(op.from, op.path);
         t.lutimens(op.path, op.times[0], op.times[1]);
         this.setTimes(parentOf(op.from), op.fromParentTimes);
         return this.setTimes(parentOf(op.path), op.parentTimes);
@@ -330,7 +341,7 @@ export class Replayer {
         if (!h) return; // released already (applied again after a kill)
         const fd = this.fdOf(op.handle, op.seq);
         if (fd !== undefined) {
-          posix.futimensNs(fd, op.times[0], op.times[1]);
+          this.releaseTimes(fd, h.path === null, op);
           // Durable: the data goes to disk before the descriptor that can sync it is gone.
           if (this.durable) {
             fs.fsyncSync(fd);
@@ -396,6 +407,22 @@ export class Replayer {
     if (this.noted.has(kind)) return;
     this.noted.add(kind);
     this.log(`frame #${op.seq} ${frameTypeName(op.type)} ${JSON.stringify(op.path)}: ${what} are not applied (this one and every later one); pass --preserve-privileges to keep them`);
+  }
+
+  /**
+   * The times a file had when the store closed it. A FUSE filesystem under the replica may refuse
+   * them (ENOENT) for a file whose name is gone (libfuse's hard_remove resolves setattr by path):
+   * then no name shows them, unless another hard link does, which is said once.
+   */
+  private releaseTimes(fd: number, nameless: boolean, op: Op & { times: Times }): void {
+    try {
+      posix.futimensNs(fd, op.times[0], op.times[1]);
+    } catch (err) {
+      if (!nameless || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (this.noted.has('nameless')) return;
+      this.noted.add('nameless');
+      this.log(`frame #${op.seq} RELEASE: the replica's filesystem refuses times for a file whose name is gone (ENOENT); they are left (this one and every later one)`);
+    }
   }
 
   private setTimes(rel: string, times: Times): void {

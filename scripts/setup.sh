@@ -8,7 +8,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # libfuse2 (fuse-native's runtime), libfuse-dev + pkg-config (to build the patched fuse-native),
 # fuse3 (fusermount); the rest are the real programs the tests and benchmarks drive.
 packages=(libfuse2 libfuse-dev fuse3 pkg-config build-essential python3 rsync attr acl git sqlite3 tar
-          bindfs stress-ng fio inotify-tools lsyncd util-linux procps psmisc)
+          bindfs stress-ng fio inotify-tools lsyncd util-linux procps psmisc openssh-client openssh-server openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -17,8 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   [ "$(id -u)" = 0 ] || { say "need root for apt-get"; exit 1; }
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # RUNLEVEL=1: packages with a daemon (openssh-server) install without starting it; the ssh test
+  # starts its own sshd on a loopback port.
+  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# sshd refuses to start without its privilege separation directory (made by its service, not run here).
+[ -d /run/sshd ] || { [ "$(id -u)" = 0 ] && mkdir -p -m 0755 /run/sshd; } || true
 
 # npm dependencies: reinstall only when the lock file or the patch changed (better-sqlite3 compiles ~2 min).
 stamp=node_modules/.tfs-setup-stamp

@@ -13,7 +13,7 @@ export interface Caller {
   gid: number;
 }
 
-type Kind = 'path' | 'uint' | 'bigint' | 'times' | 'string' | 'bool' | 'caller';
+type Kind = 'path' | 'uint' | 'uints' | 'bigint' | 'times' | 'string' | 'bool' | 'caller';
 interface Field {
   name: string;
   wire: string;
@@ -55,7 +55,7 @@ export const OP_FIELDS: Readonly<Record<number, readonly Field[]>> = {
   [FrameType.ERROR]: [f('code', 'code', 'string'), f('message', 'm', 'string'), f('hint', 'hint', 'string', true)],
   [FrameType.REQUEST]: [f('repair', 'repair', 'string')],
   [FrameType.SNAPSHOT_BEGIN]: [f('id', 'id', 'uint'), f('full', 'full', 'bool'), f('request', 'req', 'string', true)],
-  [FrameType.SNAPSHOT_END]: [f('id', 'id', 'uint')],
+  [FrameType.SNAPSHOT_END]: [f('id', 'id', 'uint'), f('nameless', 'nl', 'uints', true)],
   [FrameType.CREATE]: [path, mode, uid, gid, times, parentTimes],
   [FrameType.MKNOD]: [path, mode, f('rdev', 'rdev', 'uint'), uid, gid, times, parentTimes],
   [FrameType.MKDIR]: [path, mode, uid, gid, times, parentTimes],
@@ -102,7 +102,8 @@ export type Hello = Base & { type: typeof FrameType.HELLO; version: number; stre
 export type Refusal = Base & { type: typeof FrameType.ERROR; code: string; message: string; hint?: string };
 export type Request = Base & { type: typeof FrameType.REQUEST; repair: string };
 export type SnapshotBegin = Base & { type: typeof FrameType.SNAPSHOT_BEGIN; id: number; full: boolean; request?: string };
-export type SnapshotEnd = Base & { type: typeof FrameType.SNAPSHOT_END; id: number };
+/** `nameless`: handles open on files that have no name (the session could not bring them): their frames change nothing a replica shows. */
+export type SnapshotEnd = Base & { type: typeof FrameType.SNAPSHOT_END; id: number; nameless?: number[] };
 type Owned = { path: string; uid: number; gid: number; times: Times; parentTimes: Times };
 export type Op =
   | StreamHeader
@@ -214,6 +215,9 @@ function convert(v: unknown, field: Field, name: string, seq: bigint): unknown {
       if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw bad('is not an unsigned integer');
       return n;
     }
+    case 'uints':
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) throw bad('is not a list of unsigned integers');
+      return v;
     case 'bigint':
       if (typeof v === 'bigint') return v;
       if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v);

@@ -62,7 +62,7 @@ test('SIGTERM unmounts, writes the end frame, exits 0; tfs-inspect shows every f
   assert.equal(await exitOf(journal), 0);
   assert.equal(isMounted(mnt!), false);
   const lines = execFileSync(process.execPath, [BIN.inspect], { input: fs.readFileSync(file), encoding: 'utf8' }).trim().split('\n');
-  assert.match(lines[0]!, /^#0 STREAM_HEADER .*version=1/);
+  assert.match(lines[0]!, /^#0 STREAM_HEADER .*version=2 .*origin="empty"/);
   assert.match(lines[1]!, /^#1 CREATE +path="a file" mode=file 0644 uid=0 gid=0 .*caller=pid:\d+/);
   assert.match(lines[2]!, /^#2 OPEN +handle=1 path="a file"/);
   assert.match(lines[3]!, /^#3 WRITE +handle=1 file="a file" offset=0 .*data=131072B/, 'writes arrive in 128 KiB requests');

@@ -132,6 +132,9 @@ function journalRun(store: string, file: string, steps: Step[], request: string,
   repair();
   // The sessions run to their end (the walk continues while files are still open, as on a mount).
   while (journal.sessions.turn(0));
+  // Files still open are written once more after the sessions: the bootstrapped replicas must
+  // know every handle, or know that its file has no name.
+  for (const h of open) ops.write(names.get(h) ?? null, h, Buffer.from('after'), 5, 1, cb);
   for (const h of open) ops.release(null, h, cb);
   sink.emit({ type: 0x02, reason: 'test' });
   journal.close();
