@@ -320,10 +320,14 @@ export class Snapshot {
 
   /** An entry was created at `rel` (its inode `key`): the replica gets it if its parent is synced. */
   created(rel: string, key: string): { skipIn?: number } {
+    // Every new inode comes through here: what the session knew of an earlier inode with the same
+    // number (a file removed since; filesystems reuse numbers) is forgotten.
+    this.names.delete(key);
     if (this.syncedPath(parentOf(rel))) {
       this.emitted.add(key);
       return {};
     }
+    this.emitted.delete(key);
     this.pending?.add(key);
     return this.skip;
   }

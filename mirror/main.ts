@@ -2,7 +2,7 @@
 import tty from 'node:tty';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { intOption, parseCommandLine, runMain } from '../shared/cli';
-import { count, stderrLogger } from '../shared/log';
+import { count, stderrLogger, writeStderr } from '../shared/log';
 import { Mirror, defaultStatePath } from './mirror';
 import { Follower } from './follow';
 import { SocketSource, repairFrame } from './source';
@@ -104,11 +104,24 @@ runMain('tfs-mirror', async () => {
     log,
   });
   let copyFailed: unknown;
-  const progress = bootstrap ? setInterval(() => {
-    if (!mirror.isBootstrapping) return;
+  // Progress while bootstrapping: on a terminal, one line redrawn every second; else a line every 5 s.
+  const onTerminal = process.stderr.isTTY === true;
+  const began = Date.now();
+  let drawn = false;
+  const progress = bootstrap && !values.quiet ? setInterval(() => {
+    if (!mirror.isBootstrapping) {
+      if (drawn) writeStderr('\n');
+      drawn = false;
+      return;
+    }
     const p = mirror.progress;
-    log(`bootstrapping: ${p.entries} entries, ${(p.bytes / 1048576).toFixed(1)} MiB${mirror.dropped ? `, ${mirror.dropped} frames dropped while waiting` : ''}`);
-  }, 5000) : undefined;
+    const secs = Math.max((Date.now() - began) / 1000, 0.001);
+    const line = `bootstrapping: ${p.entries} entries, ${(p.bytes / 1048576).toFixed(1)} MiB copied (${(p.bytes / 1048576 / secs).toFixed(1)} MiB/s), ${mirror.applied} frames applied${mirror.dropped ? `, ${mirror.dropped} dropped while waiting for the snapshot` : ''}, ${secs.toFixed(0)} s`;
+    if (onTerminal) {
+      writeStderr(`\r\x1b[Ktfs-mirror: ${line}`);
+      drawn = true;
+    } else log(line);
+  }, Number(process.env['TFS_PROGRESS_MS'] ?? (onTerminal ? 1000 : 5000))) : undefined;
   progress?.unref();
   const from = values.from;
   const follower = from

@@ -77,7 +77,8 @@ export class Mirror {
   dropped = 0;
   /** What the snapshot brought so far: entries, and bytes of content. */
   readonly progress = { entries: 0, bytes: 0 };
-  private applied = 0;
+  /** Frames applied by this run. */
+  applied = 0;
   private skipped = 0;
 
   constructor(private readonly options: MirrorOptions) {

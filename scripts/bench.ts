@@ -129,6 +129,68 @@ async function throughBroadcast(base: string, opts: { spool: boolean; stalled: b
   return { writer, rss: { journal: jr!, broadcast: br!, mirror: mr! } };
 }
 
+/** Resolves with the seconds from `since` until `proc` writes a stderr line matching `re`. */
+function stderrLine(proc: ChildProcess, re: RegExp, since: bigint): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    proc.stderr!.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (re.test(text)) resolve(Number(process.hrtime.bigint() - since) / 1e9);
+    });
+    proc.on('exit', () => reject(new Error(`exited before ${re}: ${text}`)));
+  });
+}
+
+/** A tree of `n` files of `bytes` in total, in directories of 100. */
+function makeTree(dir: string, n: number, bytes: number): void {
+  const each = Math.floor(bytes / n);
+  const block = Buffer.alloc(each);
+  for (let i = 0; i < n; i++) {
+    const d = path.join(dir, `d${Math.floor(i / 100)}`);
+    if (i % 100 === 0) fs.mkdirSync(d, { recursive: true });
+    block.writeUInt32LE(i, 0);
+    fs.writeFileSync(path.join(d, `f${i}`), block);
+  }
+}
+
+/**
+ * Bootstrapping a tree: rsync -aHAX to a new directory, against the first sync of
+ * `tfs-journal STORE MNT | tfs-mirror REPLICA` and a late `tfs-mirror --bootstrap` through
+ * tfs-broadcast (a snapshot asked of the journal), each until the replica has everything.
+ */
+async function bootstrap(base: string): Promise<{ rsync: number; first: number; late: number }> {
+  const store = path.join(base, 'store');
+  makeTree(store, files, size * MiB);
+  execFileSync('sync');
+  const rsync = seconds(() => execFileSync('rsync', ['-aHAX', `${store}/`, `${path.join(base, 'rsync')}/`]));
+  const [mnt, first, late] = ['mnt', 'first', 'late'].map((d) => path.join(base, d));
+  for (const d of [mnt!, first!, late!]) fs.mkdirSync(d);
+  let since = process.hrtime.bigint();
+  const mirror = spawn(process.execPath, [bin('mirror/main.js'), first!], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const journal = spawn(process.execPath, [bin('journal/main.js'), store, mnt!], { stdio: ['ignore', mirror.stdin!, 'ignore'] });
+  mirror.stdin!.destroy();
+  const firstTime = await stderrLine(mirror, /bootstrap done/, since);
+  execFileSync('fusermount', ['-u', mnt!]);
+  await exit(journal);
+  await exit(mirror);
+  const sock = path.join(base, 'sock');
+  const broadcast = spawn(process.execPath, [bin('broadcast/main.js'), sock], { stdio: ['pipe', 'ignore', 'ignore'] });
+  const journal2 = spawn(process.execPath, [bin('journal/main.js'), '--no-snapshot', store, mnt!], { stdio: ['ignore', broadcast.stdin!, 'ignore'] });
+  broadcast.stdin!.destroy();
+  await waitMounted(mnt!);
+  for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+  since = process.hrtime.bigint();
+  const joiner = spawn(process.execPath, [bin('mirror/main.js'), '--from', sock, '--bootstrap', late!], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const lateTime = await stderrLine(joiner, /bootstrap done/, since);
+  execFileSync('fusermount', ['-u', mnt!]);
+  await Promise.all([exit(journal2), exit(broadcast), exit(joiner)]);
+  for (const r of [first!, late!]) {
+    const diff = execFileSync('rsync', ['-naHAXc', '--delete', '--out-format=%i %n', `${store}/`, `${r}/`], { encoding: 'utf8' });
+    if (diff.trim() !== '') throw new Error(`bootstrap bench: ${r} differs from the store:\n${diff.slice(0, 2000)}`);
+  }
+  return { rsync, first: firstTime, late: lateTime };
+}
+
 /**
  * Change-to-replica latency: a small file is written (create, write, close) in `dir`, and the time
  * until `replicaDir` holds its content is taken; for a plain directory, `replicaDir` is `dir` itself.
@@ -176,11 +238,21 @@ function codec(): { encodeMBs: number; decodeMBs: number } {
   return { encodeMBs: (n * data.length) / MiB / te, decodeMBs: (n * data.length) / MiB / td };
 }
 
+async function printBootstrap(base: string): Promise<void> {
+  console.log(`\n# bootstrapping a tree of ${files} files, ${size} MiB in all, until the replica has all of it (checked with rsync -c)`);
+  const b = await bootstrap(path.join(base, 'boot'));
+  fs.rmSync(path.join(base, 'boot'), { recursive: true });
+  console.log(`rsync -aHAX to a new directory            ${b.rsync.toFixed(2)} s  ${(size / b.rsync).toFixed(0)} MiB/s  1.00`);
+  console.log(`first sync: tfs-journal | tfs-mirror       ${b.first.toFixed(2)} s  ${(size / b.first).toFixed(0)} MiB/s  ${(b.first / b.rsync).toFixed(2)}x rsync`);
+  console.log(`late join: tfs-mirror --bootstrap (socket) ${b.late.toFixed(2)} s  ${(size / b.late).toFixed(0)} MiB/s  ${(b.late / b.rsync).toFixed(2)}x rsync`);
+}
+
 async function main() {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bench-'));
   try {
     const fmt = (s: number) => `${s.toFixed(2)} s  ${(size / s).toFixed(0)} MiB/s`;
     console.log(`# the disk under ${os.tmpdir()}: ${diskSpeed(base).toFixed(0)} MiB/s sequential write, direct I/O (fio, 1 MiB blocks)`);
+    if (process.env['TFS_BENCH_ONLY'] === 'bootstrap') return await printBootstrap(base);
     console.log(`# ${size} MiB sequential write (dd bs=1M conv=fsync), ${os.cpus().length} cores`);
     const plain = dd(path.join(base, 'plain.bin'));
     fs.rmSync(path.join(base, 'plain.bin'));
@@ -213,6 +285,8 @@ async function main() {
     console.log(`no spool, no log             ${fmt(plainB.writer)}  1.00   peak RSS: ${rssOf(plainB)}`);
     console.log(`--spool D | --log D          ${fmt(spooled.writer)}  ${(plainB.writer / spooled.writer).toFixed(2)}x the rate   peak RSS: ${rssOf(spooled)}`);
     console.log(`  + a client reading nothing ${fmt(stalledRun.writer)}  ${(spooled.writer / stalledRun.writer).toFixed(2)}x the rate without it   peak RSS: ${rssOf(stalledRun)} (${size} MiB behind that client)`);
+
+    await printBootstrap(base);
 
     const n = Number(process.env['TFS_BENCH_LATENCY_N'] ?? 500);
     console.log(`\n# latency: a small file written, until it can be read back (${n} files)`);

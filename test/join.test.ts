@@ -71,7 +71,7 @@ for (const seed of seeds) {
     await waitFor(() => /snapshot 1 done/.test(journal.stderr()), 120_000, 'the first sync');
     // A stale replica (a file that is not in the store) joins with a snapshot of its own.
     fs.writeFileSync(path.join(r2!, 'stale'), 'not in the store');
-    const snapshot = mirror(r2!, ['--bootstrap']);
+    const snapshot = start(t, process.execPath, [BIN.mirror, '--preserve-privileges', '--from', sock, '--bootstrap', r2!], { env: { ...process.env, TFS_PROGRESS_MS: '50' } });
     await new Promise((r) => setTimeout(r, 300));
     // The copy by other means: cp -a keeps hard links, and fails on files that vanish under it,
     // which the repair brings back (so its status is ignored here). rsync -aHAX, the natural
@@ -88,6 +88,7 @@ for (const seed of seeds) {
     assert.equal(await exitOf(broadcast), 0, broadcast.stderr());
     for (const [name, m] of [['from the start', fromStart], ['--bootstrap', snapshot], ['--bootstrap-with', copied]] as const) assert.equal(await exitOf(m), 0, `${name}: ${m.stderr()}`);
     assert.match(copied.stderr(), /copy done: asking for the repair of what changed meanwhile/);
+    assert.match(snapshot.stderr(), /bootstrapping: \d+ entries, [\d.]+ MiB copied \([\d.]+ MiB\/s\), \d+ frames applied/, 'progress lines while bootstrapping');
     for (const r of [r1!, r2!, r3!]) assert.equal(treeDiff(store!, r), '', `replica ${path.basename(r)} equals the store`);
   });
 }
