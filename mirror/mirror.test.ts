@@ -88,6 +88,23 @@ test('killed after a rename reached the replica but before its commit: the rerun
   assert.deepEqual(fs.readdirSync(path.join(replica, 'd')), ['g']);
 });
 
+test('a file open through a name that goes while it has another: a restarted mirror still writes to it', async () => {
+  const replica = path.join(dir, 'r');
+  const frames = new StreamBuilder('stream-links')
+    .add({ type: FrameType.CREATE, path: 'a', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T })
+    .add({ type: FrameType.LINK, path: 'b', from: 'a', parentTimes: T })
+    .add({ type: FrameType.OPEN, handle: 1, path: 'a' })
+    .add({ type: FrameType.WRITE, handle: 1, offset: 0 }, Buffer.from('x'))
+    .add({ type: FrameType.UNLINK, path: 'a', parentTimes: T })
+    .add({ type: FrameType.WRITE, handle: 1, offset: 1 }, Buffer.from('y'))
+    .add({ type: FrameType.RELEASE, handle: 1, times: T })
+    .end().list;
+  // Stopped right after the UNLINK: the descriptor is gone, the name it was opened by too.
+  await assert.rejects(new Mirror({ replica }).run(chunks(Buffer.concat(frames.slice(0, 6)))), (e: unknown) => e instanceof TfsError && e.code === 'TFS_TRUNCATED');
+  await new Mirror({ replica }).run(chunks(Buffer.concat(frames)));
+  assert.equal(fs.readFileSync(path.join(replica, 'b'), 'utf8'), 'xy');
+});
+
 test('a stream from another journal is refused unless told to start over', async () => {
   const replica = path.join(dir, 'r');
   await new Mirror({ replica }).run(chunks(sampleStream('one').bytes()));

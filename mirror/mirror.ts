@@ -221,7 +221,10 @@ export class Mirror {
     // that a kill can only make this one frame repeat (each is idempotent), never a run of earlier
     // data frames whose paths it has since changed.
     const alone = needsCommit(op.type);
-    if (alone) this.commit();
+    if (alone) {
+      this.replayer.prepare(op);
+      this.commit();
+    }
     this.replayer.apply(op);
     this.seq = op.seq;
     this.applied++;

@@ -4,7 +4,7 @@ import { FrameType, frameTypeName } from '../shared/frame';
 import { Op, Times } from '../shared/ops';
 import { parentOf } from '../shared/paths';
 import { Falloc, posix } from '../shared/posix';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG, Tree, fileType } from '../shared/tree';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG, Stat, Tree, fileType } from '../shared/tree';
 
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const PERMS = 0o7777;
@@ -87,6 +87,45 @@ export class Replayer {
       this.handles.set(id, { path: null, fd: undefined });
       this.handleChanges.set(id, null);
     }
+  }
+
+  /**
+   * Before a frame that removes a name (UNLINK, or RENAME over it): handles that write through
+   * that name move to another name of the same file when it has one, so that they still reach the
+   * file after a restart (when their descriptor is gone and only the name is left). The mirror
+   * commits this before applying the frame: the other name is valid on either side of it.
+   */
+  prepare(op: Op): void {
+    const rel = op.type === FrameType.UNLINK ? op.path : op.type === FrameType.RENAME && op.path !== op.from ? op.path : null;
+    if (rel === null) return;
+    const ids = [...this.handles].filter(([, h]) => h.path === rel).map(([id]) => id);
+    if (ids.length === 0) return;
+    const st = this.tree.lstatOrNull(rel);
+    if (st === null || fileType(st.mode) !== S_IFREG || st.nlink < 2) return;
+    const other = this.otherName(st, rel);
+    if (other === null) return;
+    for (const id of ids) {
+      this.handles.get(id)!.path = other;
+      this.handleChanges.set(id, other);
+    }
+  }
+
+  /** Another name of the file `st` in the replica than `rel` (a walk of the replica: rare). */
+  private otherName(st: Stat, rel: string): string | null {
+    const walk = (dir: string): string | null => {
+      for (const name of this.tree.readdir(dir)) {
+        const p = dir === '' ? name : `${dir}/${name}`;
+        const e = this.tree.lstatOrNull(p);
+        if (e === null) continue;
+        if (p !== rel && e.ino === st.ino && e.dev === st.dev) return p;
+        if (fileType(e.mode) === S_IFDIR) {
+          const found = walk(p);
+          if (found !== null) return found;
+        }
+      }
+      return null;
+    };
+    return walk('');
   }
 
   /** Whether the replica holds any entry. */
