@@ -3,13 +3,57 @@ import fs from 'node:fs';
 import { choiceOption, durationOption, intOption, parseCommandLine, runMain, sizeOption } from '../shared/cli';
 import { SyncPolicy } from '../shared/framelog';
 import { stderrLogger } from '../shared/log';
+import { ErrorCode, TfsError } from '../shared/errors';
+import { isLoopback, readTokenFile } from '../shared/auth';
 import { Broadcaster, SlowClientPolicy } from './server';
+import { WsListener, WsOptions } from './websocket';
+
+/** --ws and its companions: refused on an address others can reach without a token or TLS, unless told. */
+function wsOptions(values: Record<string, string | boolean | undefined>, log: (m: string) => void): WsOptions {
+  const spec = values['ws'] as string;
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(spec);
+  if (!m || Number(m[2]) > 65535) throw new TfsError(ErrorCode.USAGE, `--ws must be HOST:PORT (e.g. 127.0.0.1:8470 or [::1]:8470), not ${JSON.stringify(spec)}`);
+  const host = m[1]!.replace(/^\[|\]$/g, '');
+  const token = values['token-file'] === undefined ? undefined : readTokenFile(values['token-file'] as string);
+  const cert = values['tls-cert'] as string | undefined;
+  const key = values['tls-key'] as string | undefined;
+  if ((cert === undefined) !== (key === undefined)) throw new TfsError(ErrorCode.USAGE, '--tls-cert and --tls-key go together');
+  let tls: WsOptions['tls'];
+  if (cert !== undefined && key !== undefined) {
+    try {
+      tls = { cert: fs.readFileSync(cert), key: fs.readFileSync(key) };
+    } catch (err) {
+      throw new TfsError(ErrorCode.USAGE, `--tls-cert/--tls-key: ${(err as Error).message}`);
+    }
+  }
+  if (!isLoopback(host)) {
+    if (!token && !values['insecure-no-token']) {
+      throw new TfsError(ErrorCode.USAGE, `--ws ${spec}: other machines can reach this address, and without --token-file anyone could read the stream`, { hint: 'Give --token-file FILE (and the same to each tfs-mirror), or --insecure-no-token if that is what you want.' });
+    }
+    if (!tls && !values['insecure-plaintext']) {
+      throw new TfsError(ErrorCode.USAGE, `--ws ${spec}: other machines can reach this address, and without TLS the token and the stream travel in clear`, { hint: 'Give --tls-cert FILE --tls-key FILE (tfs-mirror then uses wss://, with --ca for a private CA), or --insecure-plaintext if that is what you want.' });
+    }
+  }
+  if (!token) log(`--ws ${spec}: no --token-file: any client that reaches it may read the stream`);
+  return { host, port: Number(m[2]), tls, token, ratePerMinute: intOption(values['max-connection-rate'] as string | undefined, 'max-connection-rate', 60, 1), log };
+}
+
+/** A group by name (from /etc/group) or number. */
+function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name);
+  for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+    const [n, , gid] = line.split(':');
+    if (n === name && gid !== undefined) return Number(gid);
+  }
+  throw new TfsError(ErrorCode.USAGE, `--socket-group: no group ${JSON.stringify(name)}`);
+}
 
 const HELP = `Usage: tfs-broadcast [options] SOCKET < STREAM
+       tfs-broadcast --ws HOST:PORT --token-file FILE [--tls-cert F --tls-key F] [SOCKET] < STREAM
        tfs-broadcast --log DIR [options] SOCKET < /dev/null
 
-Serves one TFS stream to every client of the UNIX socket SOCKET (mode 0600), in
-order. Each client says which stream it follows and the last frame it has, and
+Serves one TFS stream to every client of the UNIX socket SOCKET (mode 0600), and
+of a WebSocket listener with --ws, in order. Each client says which stream it follows and the last frame it has, and
 gets every frame after it: from memory while it keeps up, from the frame log
 (--log) while it is behind. Frames are forwarded by their length, never
 interpreted. Exits 0 once the end frame has reached every client.
@@ -41,6 +85,30 @@ Options:
                           connected for DURATION (default 0 for a stream on
                           stdin, 15s when following a log: mirrors that lost
                           their connection come back and get the end)
+  --socket-group GROUP    members of GROUP may connect to SOCKET too (mode 0660)
+  --max-clients N         clients at once, every transport (default 256); one
+                          more is refused (TFS_BUSY) and retries later
+
+WebSocket transport (frames as binary messages; see the README's security section):
+  --ws HOST:PORT          listen for tfs-mirror --from ws://HOST:PORT/ (or wss://)
+  --token-file FILE       clients must present the token in FILE (mode 0600; its
+                          first line, 16 characters or more); compared in constant
+                          time; a wrong or missing one gets HTTP 401, no frame
+  --tls-cert FILE         serve wss:// with this certificate chain (PEM)...
+  --tls-key FILE          ...and its private key (PEM)
+  --max-connection-rate N new connections per client address per minute (default
+                          60); more get HTTP 429
+  --insecure-no-token     allow --ws on an address other machines can reach
+                          without --token-file (anyone can read the stream)
+  --insecure-plaintext    allow --ws on such an address without TLS (the token
+                          and the stream travel in clear)
+  --handshake-time DURATION  a client must upgrade (TLS, HTTP) and then say HELLO
+                          within this time each, or it is dropped (default 10s;
+                          the UNIX socket's clients: HELLO)
+  Other limits: HTTP request headers 8 KiB; a client's message 64 KiB, its HELLO
+  4 KiB; frames 16 MiB; per-client send buffer 256 KiB (then it is served from
+  the log, or waited for).
+
   --control PATH          the journal's control socket, where late replicas ask
                           for a snapshot (default: the path in the stream header;
                           over ssh, a local socket forwarded to it with
@@ -64,12 +132,29 @@ runMain('tfs-broadcast', async () => {
       'slow-client-grace': { type: 'string' },
       linger: { type: 'string' },
       control: { type: 'string' },
+      'socket-group': { type: 'string' },
+      'max-clients': { type: 'string' },
+      ws: { type: 'string' },
+      'token-file': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'max-connection-rate': { type: 'string' },
+      'insecure-no-token': { type: 'boolean' },
+      'insecure-plaintext': { type: 'boolean' },
+      'handshake-time': { type: 'string' },
     },
-    { min: 1, max: 1 },
+    { min: 0, max: 1 },
   );
   const log = stderrLogger('tfs-broadcast');
+  const socketPath = positionals[0];
+  const handshakeMs = durationOption(values['handshake-time'], 'handshake-time') ?? 10_000;
+  const ws = values.ws === undefined ? undefined : { ...wsOptions(values, log), handshakeMs };
+  if (socketPath === undefined && ws === undefined) throw new TfsError(ErrorCode.USAGE, 'give a SOCKET, --ws HOST:PORT, or both', { hint: `${HELP.split('\n')[0]}\nTry --help for more.` });
   const broadcaster = new Broadcaster({
-    socketPath: positionals[0]!,
+    socketPath,
+    socketGroup: values['socket-group'] === undefined ? undefined : groupId(values['socket-group']),
+    maxClients: intOption(values['max-clients'], 'max-clients', 256, 1),
+    handshakeMs,
     logDir: values.log,
     retain: { maxBytes: sizeOption(values.retain, 'retain'), maxAgeMs: durationOption(values['retain-time'], 'retain-time') },
     sync: choiceOption(values.sync, 'sync', SyncPolicy, SyncPolicy.FSYNC),
@@ -82,15 +167,21 @@ runMain('tfs-broadcast', async () => {
     log,
   });
   await broadcaster.listen();
-  log(`listening on ${positionals[0]}`);
+  if (socketPath !== undefined) log(`listening on ${socketPath}`);
+  const listener = ws === undefined ? undefined : await WsListener.start(broadcaster, ws);
+  if (listener) log(`listening on ${ws!.tls ? 'wss' : 'ws'}://${values.ws}/ (port ${listener.address.port})${ws!.token ? ', token required' : ''}`);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => {
-      void broadcaster.close().then(() => process.exit(1));
+      void broadcaster.close().then(() => listener?.close()).then(() => process.exit(1));
     });
   }
   // A pipe, a file or a socket carries a stream; anything else (/dev/null, a terminal) means: serve the log.
   const stdin = fs.fstatSync(0);
   const isStream = stdin.isFIFO() || stdin.isFile() || stdin.isSocket();
-  await broadcaster.run(isStream ? process.stdin : null);
+  try {
+    await broadcaster.run(isStream ? process.stdin : null);
+  } finally {
+    await listener?.close();
+  }
   log('end of stream delivered');
 });

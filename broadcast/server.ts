@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { once } from 'node:events';
 import { FrameDecoder } from '../shared/decoder';
 import { FrameEncoder } from '../shared/encoder';
@@ -19,7 +20,12 @@ export const SlowClientPolicy = {
 export type SlowClientPolicy = (typeof SlowClientPolicy)[keyof typeof SlowClientPolicy];
 
 export interface BroadcastOptions {
-  socketPath: string;
+  /** The UNIX socket to listen on; none when clients only come by another transport (addClient). */
+  socketPath?: string;
+  /** The group (gid) whose members may connect to the UNIX socket too (mode 0660); else 0600. */
+  socketGroup?: number;
+  /** Clients at once, over every transport; one more is refused (TFS_BUSY) and retries later (default 256). */
+  maxClients?: number;
   /** A frame log: clients are served from their cursor, from disk while behind, live once caught up. */
   logDir?: string;
   /** How much the log keeps, when this broadcaster writes it. */
@@ -58,7 +64,10 @@ const TAIL_POLL_MS = 100;
 
 interface Session {
   id: number;
-  socket: net.Socket;
+  /** The client's connection: a UNIX socket, or a WebSocket as a stream (one frame per message). */
+  socket: Duplex;
+  /** Who the client is, for the log: its address, or the UNIX socket. */
+  peer: string;
   hello: FrameDecoder;
   state: 'hello' | 'waiting' | 'live' | 'done';
   /** The next frame this client gets. */
@@ -70,6 +79,8 @@ interface Session {
   request?: string;
   /** Waiting for the journal's answer: counted as live (the window keeps its frames), not yet served. */
   held?: boolean;
+  /** The client asked for its repair session (once per connection). */
+  requested?: boolean;
   cursor?: LogCursor;
   handshake?: NodeJS.Timeout;
   scheduled: boolean;
@@ -127,7 +138,7 @@ export class Broadcaster {
     this.minClients = options.minClients ?? 0;
     this.slowClient = options.slowClient ?? SlowClientPolicy.WAIT;
     this.handshakeMs = options.handshakeMs ?? 10_000;
-    this.server.on('connection', (socket) => this.connect(socket));
+    this.server.on('connection', (socket) => this.addClient(socket, 'the UNIX socket'));
   }
 
   /** Clients past their HELLO, still following the stream. */
@@ -137,9 +148,23 @@ export class Broadcaster {
     return n;
   }
 
-  /** Starts listening (mode 0600); clears a socket file left by a dead broadcaster, never takes over a live one. */
+  /** Connections open now (clients past their HELLO, and those still saying it). */
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** The most clients at once (`maxClients`). */
+  get maxClients(): number {
+    return this.options.maxClients ?? 256;
+  }
+
+  /**
+   * Starts listening on the UNIX socket, if there is one: mode 0600 (0660 with `socketGroup`);
+   * clears a socket file left by a dead broadcaster, never takes over a live one.
+   */
   async listen(): Promise<void> {
     const { socketPath } = this.options;
+    if (socketPath === undefined) return;
     if (fs.existsSync(socketPath)) {
       if (await isLive(socketPath)) throw new TfsError(ErrorCode.PEER, `another broadcaster is listening on ${socketPath}`);
       fs.unlinkSync(socketPath);
@@ -152,6 +177,11 @@ export class Broadcaster {
       process.umask(umask);
     }
     await once(this.server, 'listening');
+    // Opened to a group only once it belongs to that group (never 0660 with the creator's group).
+    if (this.options.socketGroup !== undefined) {
+      fs.chownSync(socketPath, -1, this.options.socketGroup);
+      fs.chmodSync(socketPath, 0o660);
+    }
   }
 
   /**
@@ -190,7 +220,7 @@ export class Broadcaster {
     this.closed = true;
     // libuv removes the socket file once the listening handle is closed (not before: a new
     // broadcaster may already listen on the same path by then, and must not lose its file).
-    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const stopped = this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : Promise.resolve();
     await Promise.all(
       [...this.sessions].map(
         (s) =>
@@ -370,11 +400,22 @@ export class Broadcaster {
     for (const s of this.sessions) if (s.state === 'waiting') this.begin(s);
   }
 
-  private connect(socket: net.Socket): void {
-    const session: Session = { id: this.nextSessionId++, socket, hello: new FrameDecoder({ maxFrame: 4096 }), state: 'hello', next: 0n, scheduled: false };
+  /**
+   * A new client on any transport: it must say HELLO (at most 4 KiB) within the handshake time.
+   * Past `maxClients`, it is refused with TFS_BUSY (a mirror retries later).
+   */
+  addClient(socket: Duplex, peer: string): void {
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    const session: Session = { id: this.nextSessionId++, socket, peer, hello: new FrameDecoder({ maxFrame: 4096 }), state: 'hello', next: 0n, scheduled: false };
     this.sessions.add(session);
     this.lastConnect = Date.now();
-    this.log(`client ${session.id} connected (${this.sessions.size} now)`);
+    this.log(`client ${session.id} connected from ${peer} (${this.sessions.size} now)`);
+    if (this.sessions.size > this.maxClients) {
+      this.refuse(session, ErrorCode.BUSY, `${this.maxClients} clients are connected already (--max-clients)`, 'Try again later, or raise tfs-broadcast --max-clients.');
+    }
     session.handshake = setTimeout(() => {
       this.log(`client ${session.id} dropped: no HELLO within ${this.handshakeMs} ms`);
       socket.destroy();
@@ -399,7 +440,8 @@ export class Broadcaster {
     try {
       for (const frame of session.hello.push(chunk)) {
         const op = decodeOp(frame);
-        if (op.type === FrameType.REQUEST && session.state !== 'hello') {
+        if (op.type === FrameType.REQUEST && session.state !== 'hello' && !session.requested) {
+          session.requested = true;
           this.askJournal(session, { repair: op.repair }, () => {});
           continue;
         }
@@ -499,7 +541,7 @@ export class Broadcaster {
   }
 
   private refuse(session: Session, code: ErrorCode, message: string, hint?: string): void {
-    this.log(`client ${session.id} refused: ${message} [${code}]`);
+    this.log(`client ${session.id} (${session.peer}) refused: ${message} [${code}]`);
     const frame = new FrameEncoder(0n).encode(FrameType.ERROR, opMeta({ type: FrameType.ERROR, code, message, hint }));
     session.state = 'done';
     session.socket.end(Buffer.from(frame));

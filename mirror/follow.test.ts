@@ -11,7 +11,7 @@ import { FrameLogWriter } from '../shared/framelog';
 import { StreamBuilder } from '../shared/stream-builder';
 import { Follower } from './follow';
 import { Mirror } from './mirror';
-import { SocketSource } from './source';
+import { BroadcastSource } from './source';
 
 const T = [1n, 2n] as const;
 
@@ -40,7 +40,7 @@ test('a mirror follows across a broadcaster that dies and comes back on its log,
   const s = dirsStream('across', 200);
   const lines: string[] = [];
   const mirror = new Mirror({ replica });
-  const follower = new Follower(mirror, (hello) => SocketSource.connect(socketPath, hello), { firstDelayMs: 10, maxDelayMs: 50, log: (m) => lines.push(m) });
+  const follower = new Follower(mirror, (hello) => BroadcastSource.connect(socketPath, hello), { firstDelayMs: 10, maxDelayMs: 50, log: (m) => lines.push(m) });
   const first = new Broadcaster({ socketPath, logDir });
   await first.listen();
   const input = new PassThrough();
@@ -81,7 +81,7 @@ test('a refusal is not retried: another stream stops the mirror at once', async 
   const running = b.run(input);
   input.write(dirsStream('theirs', 5).list[0]);
   const lines: string[] = [];
-  const follower = new Follower(new Mirror({ replica }), (hello) => SocketSource.connect(socketPath, hello), { firstDelayMs: 10, log: (m) => lines.push(m) });
+  const follower = new Follower(new Mirror({ replica }), (hello) => BroadcastSource.connect(socketPath, hello), { firstDelayMs: 10, log: (m) => lines.push(m) });
   await assert.rejects(follower.run(), (e: unknown) => e instanceof TfsError && e.code === 'TFS_STREAM_MISMATCH' && /the broadcaster refused: this broadcaster serves stream theirs; the replica follows stream mine/.test(e.message) && /--restart/.test(e.hint ?? ''));
   assert.deepEqual(lines, [], 'no reconnect attempt');
   input.end(Buffer.concat(dirsStream('theirs', 5).list.slice(1)));
@@ -91,7 +91,7 @@ test('a refusal is not retried: another stream stops the mirror at once', async 
 test('a broadcaster that is not there is retried with growing waits, up to the limit', async (t) => {
   const dir = temp(t);
   const lines: string[] = [];
-  const follower = new Follower(new Mirror({ replica: path.join(dir, 'r') }), (hello) => SocketSource.connect(path.join(dir, 'nobody'), hello), {
+  const follower = new Follower(new Mirror({ replica: path.join(dir, 'r') }), (hello) => BroadcastSource.connect(path.join(dir, 'nobody'), hello), {
     firstDelayMs: 5,
     maxDelayMs: 20,
     maxAttempts: 4,

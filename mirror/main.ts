@@ -1,11 +1,13 @@
 #!/usr/bin/env node
+import fs from 'node:fs';
 import tty from 'node:tty';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { intOption, parseCommandLine, runMain } from '../shared/cli';
 import { count, stderrLogger, writeStderr } from '../shared/log';
 import { Mirror, defaultStatePath } from './mirror';
 import { Follower } from './follow';
-import { SocketSource, repairFrame } from './source';
+import { BroadcastSource, WsClientOptions, repairFrame } from './source';
+import { isLoopback, readTokenFile } from '../shared/auth';
 import { runCopy } from './copy';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -17,9 +19,14 @@ its replay cursor in SQLite so that it resumes where it stopped. Nothing outside
 REPLICA is ever created, changed or followed, whatever the stream says.
 
 Options:
-  --from SOCKET           follow the broadcaster listening on UNIX socket SOCKET;
-                          when the connection goes away, reconnect and resume
-                          after the last frame applied
+  --from SOCKET|URL       follow the broadcaster listening on UNIX socket SOCKET,
+                          or at ws://HOST:PORT/ or wss://HOST:PORT/; when the
+                          connection goes away, reconnect and resume after the
+                          last frame applied
+  --token-file FILE       the broadcaster's token (WebSocket; mode 0600); a
+                          refusal (HTTP 401) stops the mirror, it is not retried
+  --ca FILE               trust this CA, or this self-signed certificate, for wss://
+  --insecure-plaintext    send the token over ws:// to another machine (in clear)
   --bootstrap             bring a new or stale replica to the store's state: a
                           snapshot of the store, taken by the journal while
                           programs write, then the live stream (needs --from;
@@ -56,6 +63,34 @@ a terminal; 130/143 when stopped by SIGINT/SIGTERM.`;
 
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
 
+/** --token-file and --ca for a ws:// or wss:// --from; a token is never sent in clear to another machine unless told. */
+function clientOptions(from: string, values: { 'token-file'?: string; ca?: string; 'insecure-plaintext'?: boolean }): WsClientOptions {
+  const ws = /^wss?:\/\//.test(from);
+  if (!ws) {
+    if (values['token-file'] !== undefined || values.ca !== undefined) throw new TfsError(ErrorCode.USAGE, '--token-file and --ca are for a broadcaster at ws:// or wss:// URL');
+    return {};
+  }
+  let url: URL;
+  try {
+    url = new URL(from);
+  } catch {
+    throw new TfsError(ErrorCode.USAGE, `--from ${from}: not a URL`);
+  }
+  const token = values['token-file'] === undefined ? undefined : readTokenFile(values['token-file']);
+  if (token && url.protocol === 'ws:' && !isLoopback(url.hostname) && !values['insecure-plaintext']) {
+    throw new TfsError(ErrorCode.USAGE, `--from ${from}: the token would travel in clear to another machine`, { hint: 'Use wss:// (the broadcaster with --tls-cert/--tls-key), or --insecure-plaintext if that is what you want.' });
+  }
+  let ca: Buffer | undefined;
+  if (values.ca !== undefined) {
+    try {
+      ca = fs.readFileSync(values.ca);
+    } catch (err) {
+      throw new TfsError(ErrorCode.USAGE, `--ca ${values.ca}: ${(err as Error).message}`);
+    }
+  }
+  return { token, ca };
+}
+
 runMain('tfs-mirror', async () => {
   const { values, positionals } = parseCommandLine(
     HELP,
@@ -71,6 +106,9 @@ runMain('tfs-mirror', async () => {
       'reconnect-max': { type: 'string' },
       'reconnect-delay': { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
+      'token-file': { type: 'string' },
+      ca: { type: 'string' },
+      'insecure-plaintext': { type: 'boolean' },
     },
     { min: 1, max: 1 },
   );
@@ -124,8 +162,9 @@ runMain('tfs-mirror', async () => {
   }, Number(process.env['TFS_PROGRESS_MS'] ?? (onTerminal ? 1000 : 5000))) : undefined;
   progress?.unref();
   const from = values.from;
+  const wsOptions = from === undefined ? {} : clientOptions(from, values);
   const follower = from
-    ? new Follower(mirror, (hello) => SocketSource.connect(from, hello), {
+    ? new Follower(mirror, (hello) => BroadcastSource.connect(from, hello, wsOptions), {
         maxAttempts: intOption(values['reconnect-max'], 'reconnect-max', 0),
         maxDelayMs: intOption(values['reconnect-delay'], 'reconnect-delay', 10_000, 100),
         log,

@@ -1,7 +1,10 @@
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import WebSocket, { createWebSocketStream } from 'ws';
+import { bearer } from '../shared/auth';
 import { FrameEncoder } from '../shared/encoder';
 import { ErrorCode, TfsError } from '../shared/errors';
-import { FrameType, PROTOCOL_VERSION } from '../shared/frame';
+import { Cap, FrameType, PROTOCOL_VERSION } from '../shared/frame';
 import { opMeta } from '../shared/ops';
 
 /** The client handshake: the first frame a client sends to a broadcaster. */
@@ -23,38 +26,95 @@ export interface Source extends AsyncIterable<Uint8Array> {
   send?(frame: Buffer): void;
 }
 
-/** The broadcaster at a UNIX socket, connected and greeted: yields the stream's chunks. */
-export class SocketSource implements Source {
+/** How to reach a broadcaster over WebSocket. */
+export interface WsClientOptions {
+  /** The shared token (sent as Authorization: Bearer). */
+  token?: Buffer;
+  /** Certificates to trust for wss:// (a private CA, or a self-signed certificate), PEM. */
+  ca?: Buffer;
+}
+
+/** TLS errors that no retry can cure: the certificate is not one this mirror trusts. */
+const CERT_ERRORS = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/;
+
+/**
+ * A broadcaster, connected and greeted: yields the stream's chunks. Over a UNIX socket the chunks
+ * are the socket's; over WebSocket, its messages (whole frames, one per message).
+ */
+export class BroadcastSource implements Source {
   private constructor(
-    private readonly socket: net.Socket,
-    private readonly socketPath: string,
+    private readonly stream: Duplex,
+    private readonly where: string,
   ) {}
 
-  static async connect(socketPath: string, hello: Buffer): Promise<SocketSource> {
+  /** `from` is a UNIX socket's path, or a ws:// or wss:// URL. */
+  static connect(from: string, hello: Buffer, options: WsClientOptions = {}): Promise<BroadcastSource> {
+    return /^wss?:\/\//.test(from) ? BroadcastSource.connectWebSocket(from, hello, options) : BroadcastSource.connectUnix(from, hello);
+  }
+
+  static async connectUnix(socketPath: string, hello: Buffer): Promise<BroadcastSource> {
     const socket = net.createConnection(socketPath);
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', (err) => reject(new TfsError(ErrorCode.PEER, `cannot connect to the broadcaster at ${socketPath}: ${err.message}`, { cause: err })));
     });
     socket.write(hello);
-    return new SocketSource(socket, socketPath);
+    return new BroadcastSource(socket, socketPath);
+  }
+
+  static async connectWebSocket(url: string, hello: Buffer, options: WsClientOptions): Promise<BroadcastSource> {
+    const ws = new WebSocket(url, {
+      headers: options.token ? { authorization: bearer(options.token) } : {},
+      ca: options.ca,
+      // A message holds one frame: 16 MiB at most.
+      maxPayload: Cap.FRAME,
+      perMessageDeflate: false,
+      handshakeTimeout: 10_000,
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d.slice(0, 512 - body.length)));
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          const why = `the broadcaster at ${url} refused the connection: HTTP ${status}${body.trim() ? `: ${body.trim()}` : ''}`;
+          if (status === 401) reject(new TfsError(ErrorCode.UNAUTHORIZED, why, { hint: 'Give the broadcaster\'s token with --token-file FILE.' }));
+          else if (status === 429 || status === 503) reject(new TfsError(ErrorCode.BUSY, why));
+          else reject(new TfsError(ErrorCode.PEER, why));
+        });
+        res.on('error', () => reject(new TfsError(ErrorCode.PEER, `the broadcaster at ${url} refused the connection: HTTP ${res.statusCode}`)));
+      });
+      ws.once('error', (err: NodeJS.ErrnoException) => {
+        if (CERT_ERRORS.test(err.code ?? '')) {
+          reject(new TfsError(ErrorCode.UNAUTHORIZED, `the broadcaster at ${url} has a certificate this mirror does not trust: ${err.message}`, { hint: 'Give its CA (or its self-signed certificate) with --ca FILE.', cause: err }));
+        } else reject(new TfsError(ErrorCode.PEER, `cannot connect to the broadcaster at ${url}: ${err.message}`, { cause: err }));
+      });
+    }).catch((err: unknown) => {
+      ws.terminate();
+      throw err;
+    });
+    const stream = createWebSocketStream(ws);
+    stream.write(hello);
+    return new BroadcastSource(stream, url);
   }
 
   destroy(): void {
-    this.socket.destroy(new Error('stopped'));
+    this.stream.destroy(new Error('stopped'));
   }
 
   send(frame: Buffer): void {
-    this.socket.write(frame);
+    this.stream.write(frame);
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
     try {
-      for await (const chunk of this.socket) yield chunk as Buffer;
+      for await (const chunk of this.stream) yield chunk as Buffer;
     } catch (err) {
-      throw new TfsError(ErrorCode.PEER, `the connection to ${this.socketPath} failed: ${(err as Error).message}`, { cause: err });
+      throw new TfsError(ErrorCode.PEER, `the connection to ${this.where} failed: ${(err as Error).message}`, { cause: err });
     } finally {
-      this.socket.destroy();
+      this.stream.destroy();
     }
   }
 }

@@ -40,6 +40,10 @@ export const ErrorCode = {
   MOUNT_FAILED: 'TFS_MOUNT_FAILED',
   /** A peer (socket, client, broadcaster) misbehaved or went away. */
   PEER: 'TFS_PEER',
+  /** A client without the right token (WebSocket transport): refused before any frame, never retried. */
+  UNAUTHORIZED: 'TFS_UNAUTHORIZED',
+  /** A limit of the broadcaster was reached (clients, connection rate): the client retries later. */
+  BUSY: 'TFS_BUSY',
   /** The cursor database could not be opened or written. */
   STATE: 'TFS_STATE',
 } as const;

@@ -62,6 +62,25 @@ test('frames read back exactly from every position, across segments, while appen
   assert.deepEqual(readAll(r.cursor(301n)), [], 'past the end: nothing yet');
 });
 
+test('a reader of a log that holds only the header waits for the first frame (a broadcaster started on a new spool)', (t) => {
+  const dir = tempLog(t);
+  const { header, frames } = stream(3);
+  const w = FrameLogWriter.open(dir);
+  w.setHeader(header);
+  const r = FrameLog.openReader(dir);
+  const cursor = r.cursor(r.lastSeq + 1n);
+  assert.deepEqual(cursor.read(), [], 'nothing yet, and no HISTORY_GONE');
+  // The moment the writer has made the first segment's file and not yet its index.
+  fs.writeFileSync(path.join(dir, `${'1'.padStart(20, '0')}.seg`), '');
+  r.refresh();
+  assert.deepEqual(cursor.read(), [], 'a segment being created is not a gap');
+  fs.rmSync(path.join(dir, `${'1'.padStart(20, '0')}.seg`));
+  for (const f of frames) w.append([f]);
+  r.refresh();
+  assert.deepEqual(readAll(cursor), frames);
+  w.close();
+});
+
 test('a torn or corrupt tail is cut back on open, and said; appends go on from the last whole frame', (t) => {
   const dir = tempLog(t);
   const { header, frames } = stream(40);

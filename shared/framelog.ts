@@ -316,8 +316,11 @@ export class LogCursor {
       this.idxFd = fs.openSync(s.idx, 'r');
     } catch (err) {
       this.close();
-      // Trimmed between the listing and the open.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw historyGone(this.log, this.next);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        // Being created (its index follows the segment file), or trimmed since the listing.
+        if (fs.existsSync(s.seg) && this.log.nextSegment(s) === undefined) return false;
+        throw historyGone(this.log, this.next);
+      }
       throw err;
     }
     this.segment = s;
