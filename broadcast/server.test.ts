@@ -301,3 +301,64 @@ test('following a log that another writer fills: served to its end frame', async
   assert.deepEqual(c.seqs, [0n, ...range(11, 101)]);
   writer.close();
 });
+
+test('fuzz: what clients send (random bytes, mutated HELLO and REQUEST frames, oversized frames) never takes the broadcaster down; a good client is served after them', async () => {
+  const { b, socketPath, input, running, done } = await broadcaster({ handshakeMs: 300 });
+  const stream = streamOf(5);
+  input.write(stream.list[0]);
+  const seed = Number(process.env['TFS_FUZZ_SEED'] ?? 2009);
+  let x = seed || 1;
+  const pick = (n: number) => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+  const hello = helloFrame('bcast', 0n);
+  const inputs: Buffer[] = [];
+  for (let i = 0; i < 300; i++) {
+    const m = Buffer.from(hello);
+    switch (i % 5) {
+      case 0:
+        inputs.push(Buffer.from(Array.from({ length: 1 + pick(200) }, () => pick(256))));
+        break;
+      case 1:
+        m[pick(m.length)] = pick(256);
+        inputs.push(m);
+        break;
+      case 2: {
+        // A length field that promises a huge frame.
+        m.writeUInt32LE(0xfffffff0, 0);
+        inputs.push(m);
+        break;
+      }
+      case 3:
+        inputs.push(Buffer.concat([hello, hello, helloFrame('other', 5n)]));
+        break;
+      default:
+        inputs.push(m.subarray(0, pick(m.length)));
+    }
+  }
+  for (let i = 0; i < inputs.length; i += 20) {
+    await Promise.all(
+      inputs.slice(i, i + 20).map(
+        (bytes) =>
+          new Promise<void>((resolve) => {
+            const s = net.createConnection(socketPath, () => s.end(bytes));
+            s.on('data', () => {});
+            s.on('error', () => resolve());
+            s.on('close', () => resolve());
+          }),
+      ),
+    );
+  }
+  const good = client(socketPath);
+  await until(() => b.clientCount === 1);
+  for (const f of stream.list.slice(1)) input.write(f);
+  input.end();
+  const got = await good;
+  assert.deepEqual(got.seqs, range(0, 6), `seed ${seed}: a good client gets the whole stream after 300 bad ones`);
+  await running;
+  assert.equal(b.clientCount, 0);
+  done();
+});

@@ -29,6 +29,11 @@ export function needsCommit(type: number): boolean {
   return !BATCHABLE.has(type);
 }
 
+/** Files open for writing at once: a stream that opens more is refused (no store has that many). */
+export const MAX_HANDLES = 65536;
+/** Descriptors the mirror keeps open for handles (the rest are opened again by name when used). */
+const MAX_FDS = 256;
+
 /** What a replica takes from a stream beyond plain files, directories, links and fifos. */
 export interface ReplayPolicy {
   /** Create character and block devices (refused otherwise: a stream could make /dev/mem). */
@@ -49,6 +54,8 @@ export interface ReplayPolicy {
 export class Replayer {
   private readonly tree: Tree;
   private readonly handles = new Map<number, Handle>();
+  /** Descriptors open for handles. */
+  private openFds = 0;
   /** Handle changes since the last `takeHandleChanges` (undefined = closed). */
   private readonly handleChanges = new Map<number, string | null | undefined>();
   private readonly canChown = process.geteuid?.() === 0;
@@ -153,7 +160,30 @@ export class Replayer {
   }
 
   /** Closes a file descriptor, syncing it first if durable mode still owes it a sync. */
+  /**
+   * Opens a file for a handle. At most MAX_FDS stay open: past that, the oldest descriptor of a
+   * handle that has a name is closed (it is opened again by its name when next used).
+   */
+  private openFd(rel: string): number {
+    if (++this.openFds > MAX_FDS) {
+      for (const h of this.handles.values()) {
+        if (h.fd !== undefined && h.path !== null) {
+          this.closeFd(h.fd);
+          h.fd = undefined;
+          break;
+        }
+      }
+    }
+    try {
+      return this.tree.open(rel, O_WRONLY);
+    } catch (err) {
+      this.openFds--;
+      throw err;
+    }
+  }
+
   private closeFd(fd: number): void {
+    this.openFds--;
     if (this.dirtyFds.delete(fd)) fs.fsyncSync(fd);
     fs.closeSync(fd);
   }
@@ -338,7 +368,10 @@ export class Replayer {
       case FrameType.OPEN: {
         const old = this.handles.get(op.handle);
         if (old?.fd !== undefined) this.closeFd(old.fd);
-        const fd = t.open(op.path, O_WRONLY);
+        if (old === undefined && this.handles.size >= MAX_HANDLES) {
+          throw new TfsError(ErrorCode.REFUSED, `OPEN handle ${op.handle}: ${MAX_HANDLES} files are open for writing already; no store has that many`, { seq: op.seq });
+        }
+        const fd = this.openFd(op.path);
         this.handles.set(op.handle, { path: op.path, fd });
         this.handleChanges.set(op.handle, op.path);
         return;
@@ -381,12 +414,8 @@ export class Replayer {
         const fd = this.fdOf(op.handle, op.seq);
         if (fd !== undefined) {
           this.releaseTimes(fd, h.path === null, op);
-          // Durable: the data goes to disk before the descriptor that can sync it is gone.
-          if (this.durable) {
-            fs.fsyncSync(fd);
-            this.dirtyFds.delete(fd);
-          }
-          fs.closeSync(fd);
+          // Durable: the data goes to disk before the descriptor that can sync it is gone (closeFd).
+          this.closeFd(fd);
         }
         this.handles.delete(op.handle);
         this.handleChanges.set(op.handle, undefined);
@@ -502,7 +531,7 @@ export class Replayer {
   private fdOf(handle: number, seq: bigint): number | undefined {
     const h = this.handles.get(handle);
     if (!h) throw new TfsError(ErrorCode.UNKNOWN_HANDLE, `handle ${handle} was never opened in this stream`, { seq });
-    if (h.fd === undefined && h.path !== null) h.fd = this.tree.open(h.path, O_WRONLY);
+    if (h.fd === undefined && h.path !== null) h.fd = this.openFd(h.path);
     return h.fd;
   }
 
