@@ -276,6 +276,27 @@ test('a client that says nothing is dropped after the handshake time; the socket
   done();
 });
 
+test('--socket-group: the socket is 0660 and belongs to the group; --max-clients: one more is refused with TFS_BUSY', async () => {
+  const { b, socketPath, input, running, done } = await broadcaster({ socketGroup: 65534, maxClients: 1 });
+  const st = fs.statSync(socketPath);
+  assert.equal(st.mode & 0o777, 0o660);
+  assert.equal(st.gid, 65534);
+  const first = net.createConnection(socketPath, () => first.write(helloFrame()));
+  first.on('data', () => {});
+  await until(() => b.clientCount === 1);
+  const second = await new Promise<string>((resolve) => {
+    const dec = new FrameDecoder();
+    const s = net.createConnection(socketPath, () => s.write(helloFrame()));
+    s.on('data', (c) => {
+      for (const f of dec.push(c)) if (f.type === FrameType.ERROR) resolve((decodeOp(f) as { code: string }).code);
+    });
+  });
+  assert.equal(second, 'TFS_BUSY');
+  input.end(streamOf(2).bytes());
+  await running;
+  done();
+});
+
 test('following a log that another writer fills: served to its end frame', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bcfollow-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
