@@ -26,6 +26,7 @@ const parentOf = (p: string) => path.dirname(p);
 
 function barrier(): void {
   undo = [];
+  closeUndoFds();
   barriers++;
   for (const name of fs.readdirSync(trash)) fs.rmSync(path.join(trash, name), { recursive: true, force: true });
 }
@@ -43,19 +44,34 @@ function setAside(p: string): void {
   undo.push(() => fs.renameSync(aside, real(p)));
 }
 
-/** Undo of the bytes [offset, offset + length) and the size of the file at `p` (by name, as it is now). */
-function keepContent(p: string, fd: number, offset: number, length: number): void {
-  const size = fs.fstatSync(fd).size;
+/**
+ * Descriptors of the files whose content changed since the last barrier, by inode: the undo goes
+ * to the file itself, whatever its names are by then (renamed, unlinked, or its name given to
+ * another file), as a power cut would.
+ */
+const undoFds = new Map<string, number>();
+
+function closeUndoFds(): void {
+  for (const fd of undoFds.values()) fs.closeSync(fd);
+  undoFds.clear();
+}
+
+/** Undo of the bytes [offset, offset + length) and the size of the file open as `fd`. */
+function keepContent(fd: number, offset: number, length: number): void {
+  const st = fs.fstatSync(fd);
+  const key = `${st.dev}:${st.ino}`;
+  let f = undoFds.get(key);
+  if (f === undefined) {
+    f = fs.openSync(`/proc/self/fd/${fd}`, 'r+');
+    undoFds.set(key, f);
+  }
+  const size = st.size;
   const old = Buffer.alloc(Math.max(0, Math.min(length, size - offset)));
   if (old.length > 0) fs.readSync(fd, old, 0, old.length, offset);
+  const target = f;
   undo.push(() => {
-    const f = fs.openSync(real(p), 'r+');
-    try {
-      if (old.length > 0) fs.writeSync(f, old, 0, old.length, offset);
-      fs.ftruncateSync(f, size);
-    } finally {
-      fs.closeSync(f);
-    }
+    if (old.length > 0) fs.writeSync(target, old, 0, old.length, offset);
+    fs.ftruncateSync(target, size);
   });
 }
 
@@ -69,7 +85,6 @@ function keepAttrs(p: string): void {
 }
 
 const errno = (err: unknown) => ((err as NodeJS.ErrnoException).errno ?? -5) as number;
-const names = new Map<number, string | null>();
 
 function attempt<T>(cb: (code: number, value?: T) => void, f: () => T | void): void {
   let value: T | void;
@@ -95,12 +110,11 @@ const ops: Fuse.Operations = {
     attempt(cb, () => {
       if (flags & fs.constants.O_TRUNC) {
         const fd = fs.openSync(real(p), 'r');
-        keepContent(p, fd, 0, fs.fstatSync(fd).size);
+        keepContent(fd, 0, fs.fstatSync(fd).size);
         fs.closeSync(fd);
       }
       // Read-write underneath, whatever the caller asked: the old bytes are read before a write.
       const fd = fs.openSync(real(p), (flags & ~(fs.constants.O_CREAT | 3)) | fs.constants.O_RDWR);
-      names.set(fd, p);
       return fd;
     }),
   create: (p, mode, flags, cb) =>
@@ -108,7 +122,6 @@ const ops: Fuse.Operations = {
       keepDirTimes(parentOf(p));
       const fd = fs.openSync(real(p), (flags & ~3) | fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
       undo.push(() => fs.unlinkSync(real(p)));
-      names.set(fd, p);
       return fd;
     }),
   read: (_p, fd, buf, len, pos, cb) => {
@@ -118,39 +131,36 @@ const ops: Fuse.Operations = {
       cb(errno(err));
     }
   },
-  write: (p, fd, buf, len, pos, cb) => {
+  write: (_p, fd, buf, len, pos, cb) => {
     try {
-      const name = p ?? names.get(fd) ?? null;
-      if (name !== null) keepContent(name, fd, pos, len);
+      keepContent(fd, pos, len);
       cb(fs.writeSync(fd, buf, 0, len, pos));
     } catch (err) {
       cb(errno(err));
     }
   },
   flush: (_p, _fd, cb) => cb(0),
-  release: (_p, fd, cb) => attempt(cb, () => (names.delete(fd), fs.closeSync(fd))),
+  release: (_p, fd, cb) => attempt(cb, () => fs.closeSync(fd)),
   fsync: (_p, datasync, fd, cb) => attempt(cb, () => ((datasync ? fs.fdatasyncSync(fd) : fs.fsyncSync(fd)), barrier())),
   fsyncdir: (_p, _datasync, _fd, cb) => attempt(cb, () => barrier()),
   truncate: (p, size, cb) =>
     attempt(cb, () => {
       const fd = fs.openSync(real(p), 'r+');
       try {
-        keepContent(p, fd, size, Number.MAX_SAFE_INTEGER);
+        keepContent(fd, size, Number.MAX_SAFE_INTEGER);
         fs.ftruncateSync(fd, size);
       } finally {
         fs.closeSync(fd);
       }
     }),
-  ftruncate: (p, fd, size, cb) =>
+  ftruncate: (_p, fd, size, cb) =>
     attempt(cb, () => {
-      const name = p ?? names.get(fd) ?? null;
-      if (name !== null) keepContent(name, fd, size, Number.MAX_SAFE_INTEGER);
+      keepContent(fd, size, Number.MAX_SAFE_INTEGER);
       fs.ftruncateSync(fd, size);
     }),
-  fallocate: (p, fd, mode, offset, length, cb) =>
+  fallocate: (_p, fd, mode, offset, length, cb) =>
     attempt(cb, () => {
-      const name = p ?? names.get(fd) ?? null;
-      if (name !== null) keepContent(name, fd, offset, length);
+      keepContent(fd, offset, length);
       posix.fallocate(fd, mode, offset, length);
     }),
   utimens: (p, atime, mtime, cb) =>
@@ -206,7 +216,6 @@ const ops: Fuse.Operations = {
       if (target !== null) setAside(p);
       fs.renameSync(real(from), real(p));
       undo.push(() => fs.renameSync(real(p), real(from)));
-      for (const [fd, n] of names) if (n !== null && (n === from || n.startsWith(from + '/'))) names.set(fd, p + n.slice(from.length));
     }),
   setxattr: (p, name, value, _position, flags, cb) =>
     attempt(cb, () => {
@@ -251,6 +260,7 @@ const end = (cut: boolean) => {
     const n = undo.length;
     for (const u of undo.reverse()) u();
     undo = [];
+    closeUndoFds();
     process.stderr.write(`crashfs: power cut: ${n} changes undone (after ${barriers} syncs)\n`);
   }
   Fuse.unmount(mnt, () => process.exit(0));
