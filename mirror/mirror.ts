@@ -51,6 +51,9 @@ export function defaultStatePath(replica: string): string {
   return path.join(path.dirname(abs), `.${path.basename(abs)}.tfs-mirror.db`);
 }
 
+/** How long applied data frames may wait for their commit (without --durable). */
+const COMMIT_MS = 100;
+
 /**
  * Follows a stream onto a replica: decodes frames, skips what the cursor says is applied, applies
  * the rest in order and commits the cursor. Transport-free: it takes any async iterable of chunks.
@@ -64,6 +67,8 @@ export class Mirror {
   private streamId: string | null;
   private seq: bigint;
   private committed: bigint;
+  private lastCommit = 0;
+  private commitTimer: NodeJS.Timeout | undefined;
   private header: StreamHeader | null = null;
   /** Whether the last frame seen (applied or skipped) is an end frame. */
   private atEnd = false;
@@ -170,13 +175,29 @@ export class Mirror {
     try {
       for await (const chunk of source) {
         for (const frame of decoder.push(chunk)) this.accept(decodeOp(frame));
-        this.commit();
+        this.commitSoon();
       }
       decoder.end();
       return this.atEnd ? 'end' : 'cut';
     } finally {
       this.commit();
     }
+  }
+
+  /**
+   * Commits the data frames applied since the last commit when COMMIT_MS passed since it (or
+   * with --durable, at once), else within COMMIT_MS, whether or not more input comes. A kill
+   * repeats at most that much of writes (each is idempotent); frames that change names are
+   * committed alone anyway.
+   */
+  private commitSoon(): void {
+    if (this.options.durable || Date.now() - this.lastCommit >= COMMIT_MS) return this.commit();
+    if (this.commitTimer !== undefined) return;
+    this.commitTimer = setTimeout(() => {
+      this.commitTimer = undefined;
+      this.commit();
+    }, COMMIT_MS);
+    this.commitTimer.unref();
   }
 
   /** Records the cursor, marks a clean stop, and closes the replica and the cursor database. */
@@ -316,6 +337,9 @@ export class Mirror {
   }
 
   private commit(): void {
+    clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
+    this.lastCommit = Date.now();
     const changes = this.replayer.takeHandleChanges();
     if (this.cursor === null || (this.seq === this.committed && changes.size === 0)) return;
     // Durable: nothing the cursor counts may still be only in memory.

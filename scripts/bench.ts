@@ -238,6 +238,41 @@ function codec(): { encodeMBs: number; decodeMBs: number } {
   return { encodeMBs: (n * data.length) / MiB / te, decodeMBs: (n * data.length) / MiB / td };
 }
 
+/**
+ * The mirror alone: a saved stream of `size` MiB of 128 KiB writes (in the page cache) replayed onto
+ * the disk, then synced, against dd writing the same amount with conv=fsync.
+ */
+function mirrorAlone(base: string): { plain: number; mirror: number } {
+  fs.mkdirSync(base, { recursive: true });
+  const file = path.join(base, 'saved.tfs');
+  const fd = fs.openSync(file, 'w');
+  const enc = new FrameEncoder(0n);
+  const T = [1n, 2n];
+  fs.writeSync(fd, enc.encode(FrameType.STREAM_HEADER, { magic: 'tfs-journal', v: 2, id: 'bench-mirror', t: 0n, first: 1n }));
+  fs.writeSync(fd, enc.encode(FrameType.CREATE, { p: 'f', m: 0o100644, u: 0, g: 0, t: T, pt: T }));
+  fs.writeSync(fd, enc.encode(FrameType.OPEN, { h: 1, p: 'f' }));
+  const data = Buffer.alloc(128 * 1024, 7);
+  for (let i = 0; i < size * 8; i++) fs.writeSync(fd, enc.encode(FrameType.WRITE, { h: 1, o: i * data.length }, data));
+  fs.writeSync(fd, enc.encode(FrameType.RELEASE, { h: 1, t: T }));
+  fs.writeSync(fd, enc.encode(FrameType.END, { r: 'bench' }));
+  fs.closeSync(fd);
+  execFileSync('cat', [file], { stdio: ['ignore', 'ignore', 'ignore'] });
+  const plain = dd(path.join(base, 'plain.bin'));
+  fs.rmSync(path.join(base, 'plain.bin'));
+  const replica = path.join(base, 'replica');
+  const mirror = seconds(() => execFileSync('bash', ['-c', `node '${bin('mirror/main.js')}' -q '${replica}' < '${file}' && sync -f '${base}'`]));
+  fs.rmSync(file);
+  return { plain, mirror };
+}
+
+function printMirror(base: string): void {
+  const m = mirrorAlone(path.join(base, 'alone'));
+  fs.rmSync(path.join(base, 'alone'), { recursive: true, force: true });
+  console.log(`\n# the mirror alone: a saved stream of ${size} MiB of 128 KiB writes (in the page cache) replayed, then synced`);
+  console.log(`dd bs=1M conv=fsync to a plain directory   ${m.plain.toFixed(2)} s  ${(size / m.plain).toFixed(0)} MiB/s  1.00`);
+  console.log(`tfs-mirror REPLICA < saved; sync           ${m.mirror.toFixed(2)} s  ${(size / m.mirror).toFixed(0)} MiB/s  ${(m.plain / m.mirror).toFixed(2)}x the plain rate`);
+}
+
 async function printBootstrap(base: string): Promise<void> {
   console.log(`\n# bootstrapping a tree of ${files} files, ${size} MiB in all, until the replica has all of it (checked with rsync -c)`);
   const b = await bootstrap(path.join(base, 'boot'));
@@ -253,6 +288,7 @@ async function main() {
     const fmt = (s: number) => `${s.toFixed(2)} s  ${(size / s).toFixed(0)} MiB/s`;
     console.log(`# the disk under ${os.tmpdir()}: ${diskSpeed(base).toFixed(0)} MiB/s sequential write, direct I/O (fio, 1 MiB blocks)`);
     if (process.env['TFS_BENCH_ONLY'] === 'bootstrap') return await printBootstrap(base);
+    if (process.env['TFS_BENCH_ONLY'] === 'mirror') return printMirror(base);
     console.log(`# ${size} MiB sequential write (dd bs=1M conv=fsync), ${os.cpus().length} cores`);
     const plain = dd(path.join(base, 'plain.bin'));
     fs.rmSync(path.join(base, 'plain.bin'));
@@ -286,6 +322,7 @@ async function main() {
     console.log(`--spool D | --log D          ${fmt(spooled.writer)}  ${(plainB.writer / spooled.writer).toFixed(2)}x the rate   peak RSS: ${rssOf(spooled)}`);
     console.log(`  + a client reading nothing ${fmt(stalledRun.writer)}  ${(spooled.writer / stalledRun.writer).toFixed(2)}x the rate without it   peak RSS: ${rssOf(stalledRun)} (${size} MiB behind that client)`);
 
+    printMirror(base);
     await printBootstrap(base);
 
     const n = Number(process.env['TFS_BENCH_LATENCY_N'] ?? 500);

@@ -40,6 +40,8 @@ export interface Posix {
   seekData(fd: number, offset: number): number;
   /** Flushes the whole filesystem holding fd to disk. */
   syncfs(fd: number): void;
+  /** Asks for a pipe of `bytes` (F_SETPIPE_SZ); returns its capacity now (-1: not a pipe). */
+  setPipeSize(fd: number, bytes: number): number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -568,6 +568,19 @@ static napi_value syncfs_(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// setPipeSize(fd, bytes) -> the pipe's capacity after F_SETPIPE_SZ (the old one when refused:
+// above /proc/sys/fs/pipe-max-size for a user, or not a pipe: -1).
+static napi_value set_pipe_size(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  int32_t fd, bytes;
+  if (get_int(env, argv[0], &fd) || get_int(env, argv[1], &bytes)) return NULL;
+  int n = fcntl(fd, F_SETPIPE_SZ, bytes);
+  if (n < 0) n = fcntl(fd, F_GETPIPE_SZ);
+  napi_value out;
+  napi_create_int32(env, n, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
 #define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
   napi_property_descriptor props[] = {
@@ -597,6 +610,7 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("tryLock", try_lock),
     FN("seekData", seek_data),
     FN("syncfs", syncfs_),
+    FN("setPipeSize", set_pipe_size),
   };
 #undef FN
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
