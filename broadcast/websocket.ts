@@ -139,14 +139,19 @@ export class WsListener {
 
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const peer = peerOf(socket);
-    clearTimeout((socket as net.Socket & { tfsHandshake?: NodeJS.Timeout }).tfsHandshake);
+    // From the upgrade on, the HTTP server no longer watches this socket: a reset by the peer
+    // must not become an unhandled error (it would take the broadcaster down).
+    socket.on('error', (err) => this.log(`${peer}: ${err.message}`));
     const refuse = (status: number, why: string) => {
       this.log(`${peer} refused: ${why} (HTTP ${status})`);
       const body = `${why}\n`;
+      // Closed once the answer is out, whether or not the peer closes its side (the handshake
+      // timer, still running, closes it otherwise).
+      socket.once('finish', () => socket.destroy());
       socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     };
     // The rate first: guessing tokens costs a connection each.
-    if (!this.rate.allow(socket.remoteAddress ?? '?')) return refuse(429, `more than ${this.options.ratePerMinute ?? WS_DEFAULTS.ratePerMinute} connections a minute from this address`);
+    if (!this.rate.allow(rateKey(socket.remoteAddress ?? '?'))) return refuse(429, `more than ${this.options.ratePerMinute ?? WS_DEFAULTS.ratePerMinute} connections a minute from this address`);
     if (this.options.token) {
       const given = fromBearer(req.headers.authorization);
       if (given === undefined) return refuse(401, 'no token (tfs-mirror --token-file)');
@@ -159,6 +164,7 @@ export class WsListener {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       handed = true;
       this.upgrading--;
+      clearTimeout((socket as net.Socket & { tfsHandshake?: NodeJS.Timeout }).tfsHandshake);
       const stream = createWebSocketStream(ws);
       // Errors of the WebSocket (a message over the cap, a protocol violation) end this client only.
       ws.on('error', (err) => this.log(`${peer}: ${err.message}`));
@@ -173,6 +179,23 @@ export class WsListener {
     this.server.closeAllConnections?.();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * Whom a connection rate is counted for: an IPv4 address (also when mapped into IPv6), this
+ * machine as one (every 127.x.y.z and ::1), an IPv6 host by its /64 (one host gets a whole /64).
+ */
+export function rateKey(address: string): string {
+  const a = address.replace(/^::ffff:/i, '');
+  if (net.isIPv4(a)) return a.startsWith('127.') ? 'loopback' : a;
+  if (a === '::1') return 'loopback';
+  if (!net.isIPv6(a)) return a;
+  // Expand "::" to the missing zero groups, then keep the first four.
+  const [head, tail] = a.split('::') as [string, string | undefined];
+  const h = head === '' ? [] : head.split(':');
+  const t = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '').toLowerCase()).join(':')}::/64`;
 }
 
 function peerOf(socket: net.Socket): string {

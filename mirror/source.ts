@@ -82,13 +82,21 @@ export class BroadcastSource implements Source {
           const why = `the broadcaster at ${url} refused the connection: HTTP ${status}${body.trim() ? `: ${body.trim()}` : ''}`;
           if (status === 401) reject(new TfsError(ErrorCode.UNAUTHORIZED, why, { hint: 'Give the broadcaster\'s token with --token-file FILE.' }));
           else if (status === 429 || status === 503) reject(new TfsError(ErrorCode.BUSY, why));
-          else reject(new TfsError(ErrorCode.PEER, why));
+          // A server error may pass (a proxy whose broadcaster restarts); anything else will not.
+          else if (status >= 500) reject(new TfsError(ErrorCode.PEER, why));
+          else reject(new TfsError(ErrorCode.WRONG_PEER, why, { hint: 'Check the URL: tfs-broadcast --ws answers at ws://HOST:PORT/ (wss:// with --tls-cert).' }));
         });
         res.on('error', () => reject(new TfsError(ErrorCode.PEER, `the broadcaster at ${url} refused the connection: HTTP ${res.statusCode}`)));
       });
       ws.once('error', (err: NodeJS.ErrnoException) => {
         if (CERT_ERRORS.test(err.code ?? '')) {
           reject(new TfsError(ErrorCode.UNAUTHORIZED, `the broadcaster at ${url} has a certificate this mirror does not trust: ${err.message}`, { hint: 'Give its CA (or its self-signed certificate) with --ca FILE.', cause: err }));
+        } else if (err.code === 'EPROTO' || /^ERR_SSL_/.test(err.code ?? '')) {
+          // OpenSSL's message: "...:SSL routines:FUNCTION:REASON:FILE:LINE:" on several lines.
+          const parts = err.message.split(':');
+          const at = parts.indexOf('SSL routines');
+          const reason = at >= 0 && parts[at + 2] ? parts[at + 2] : err.message.split('\n')[0];
+          reject(new TfsError(ErrorCode.WRONG_PEER, `the broadcaster at ${url} does not speak TLS as asked (${reason})`, { hint: 'wss:// needs tfs-broadcast --tls-cert/--tls-key; without them, use ws://.', cause: err }));
         } else reject(new TfsError(ErrorCode.PEER, `cannot connect to the broadcaster at ${url}: ${err.message}`, { cause: err }));
       });
     }).catch((err: unknown) => {
@@ -112,6 +120,11 @@ export class BroadcastSource implements Source {
     try {
       for await (const chunk of this.stream) yield chunk as Buffer;
     } catch (err) {
+      // A message over the frame cap, or one that breaks the WebSocket protocol: the broadcaster
+      // is not to be trusted again by a retry.
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') throw new TfsError(ErrorCode.FRAME_TOO_LARGE, `${this.where} sent a message over ${Cap.FRAME} bytes`, { cause: err });
+      if (code.startsWith('WS_ERR_')) throw new TfsError(ErrorCode.CORRUPT_FRAME, `${this.where} broke the WebSocket protocol: ${(err as Error).message}`, { cause: err });
       throw new TfsError(ErrorCode.PEER, `the connection to ${this.where} failed: ${(err as Error).message}`, { cause: err });
     } finally {
       this.stream.destroy();

@@ -42,6 +42,8 @@ export const ErrorCode = {
   PEER: 'TFS_PEER',
   /** A client without the right token (WebSocket transport): refused before any frame, never retried. */
   UNAUTHORIZED: 'TFS_UNAUTHORIZED',
+  /** The address answers, but not as a TFS broadcaster of that transport (an HTTP 404, TLS against plain WebSocket): never retried. */
+  WRONG_PEER: 'TFS_WRONG_PEER',
   /** A limit of the broadcaster was reached (clients, connection rate): the client retries later. */
   BUSY: 'TFS_BUSY',
   /** The cursor database could not be opened or written. */

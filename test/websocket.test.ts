@@ -89,6 +89,9 @@ test('WebSocket: three replicas over ws:// with a token and one over wss:// with
   const untrusted = mirrorOver(t, tlsUrl, r5!, ['--token-file', good]);
   assert.equal(await exitOf(untrusted, 15_000), 1, untrusted.stderr());
   assert.match(untrusted.stderr(), /certificate this mirror does not trust.*\[TFS_UNAUTHORIZED\]\n.*--ca FILE/);
+  const wrongScheme = mirrorOver(t, `wss://127.0.0.1:${port}/`, r5!, ['--token-file', good]);
+  assert.equal(await exitOf(wrongScheme, 15_000), 1, wrongScheme.stderr());
+  assert.match(wrongScheme.stderr(), /does not speak TLS as asked.*\[TFS_WRONG_PEER\]/);
   assert.match(plain.stderr(), /127\.0\.0\.1:\d+ refused: no token/);
   assert.match(plain.stderr(), /127\.0\.0\.1:\d+ refused: wrong token/);
   assert.deepEqual(fs.readdirSync(r5!), [], 'a refused mirror applied nothing');
@@ -123,7 +126,7 @@ test('WebSocket limits: an oversized handshake, a client that says nothing, a co
   const { good } = tokens(base);
   const port = await freePort();
   const { journal, reader: broadcast } = await startPipeline(t, store!, mnt!, process.execPath, [
-    BIN.broadcast, '--ws', `127.0.0.1:${port}`, '--token-file', good, '--max-clients', '20', '--max-connection-rate', '200', '--handshake-time', '1s',
+    BIN.broadcast, '--ws', `127.0.0.1:${port}`, '--token-file', good, '--max-clients', '20', '--max-connection-rate', '206', '--handshake-time', '1s',
   ]);
   await waitFor(() => /listening on ws:/.test(broadcast.stderr()), 10_000, 'the broadcaster');
 
@@ -133,6 +136,23 @@ test('WebSocket limits: an oversized handshake, a client that says nothing, a co
   assert.equal(silent.reply, '', 'nothing is sent to a client that says nothing');
   assert.ok(silent.closedAfterMs >= 900 && silent.closedAfterMs < 5000, `a silent client is dropped after the handshake time (${silent.closedAfterMs} ms)`);
   await waitFor(() => /dropped: no WebSocket handshake within 1000 ms/.test(broadcast.stderr()), 5000, 'the drop in the log');
+
+  // Refused clients that reset the connection, or keep their side open, neither take the
+  // broadcaster down nor stay connected.
+  const upgradeWith = (auth: string) => `GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${auth}\r\n\r\n`;
+  for (let i = 0; i < 5; i++) {
+    await new Promise<void>((resolve) => {
+      const s = net.createConnection(port, '127.0.0.1', () => {
+        s.write(upgradeWith('wrong-wrong-wrong-wrong'));
+        setTimeout(() => (s.resetAndDestroy(), resolve()), 30);
+      });
+      s.on('error', () => resolve());
+    });
+  }
+  const held = await rawExchange(port, upgradeWith('wrong-wrong-wrong-wrong'));
+  assert.match(held.reply, /^HTTP\/1\.1 401/);
+  assert.ok(held.closedAfterMs < 1000, `a refused client is closed once answered (${held.closedAfterMs} ms)`);
+  assert.equal(broadcast.child.exitCode, null, 'the broadcaster is still up');
 
   // 200 clients at once, each saying HELLO: 20 are admitted and get the stream, the rest HTTP 503.
   const token = fs.readFileSync(good, 'utf8').trim();
@@ -170,11 +190,11 @@ test('WebSocket limits: an oversized handshake, a client that says nothing, a co
   await waitFor(() => admitted.every((o) => o.frames.includes(FrameType.CREATE)), 10_000, 'the change at every admitted client');
   for (const o of admitted) o.ws!.terminate();
 
-  // The connection rate of one address: 200 a minute, spent by now (a few come back each second).
+  // The connection rate of one address: 206 a minute, spent by now (a few come back each second).
   const upgrade = `GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${token}\r\n\r\n`;
   const more = await Promise.all(Array.from({ length: 30 }, () => rawExchange(port, upgrade)));
   assert.ok(more.filter((r) => /^HTTP\/1\.1 429/.test(r.reply)).length >= 20, more.map((r) => r.reply.split('\r\n')[0]).join(','));
-  assert.match(broadcast.stderr(), /refused: more than 200 connections a minute from this address \(HTTP 429\)/);
+  assert.match(broadcast.stderr(), /refused: more than 206 connections a minute from this address \(HTTP 429\)/);
   unmount(mnt!);
   assert.equal(await exitOf(journal), 0, journal.stderr());
   assert.equal(await exitOf(broadcast), 0, broadcast.stderr());
