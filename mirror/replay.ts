@@ -367,7 +367,10 @@ export class Replayer {
       }
       case FrameType.OPEN: {
         const old = this.handles.get(op.handle);
-        if (old?.fd !== undefined) this.closeFd(old.fd);
+        if (old?.fd !== undefined) {
+          this.closeFd(old.fd);
+          old.fd = undefined;
+        }
         if (old === undefined && this.handles.size >= MAX_HANDLES) {
           throw new TfsError(ErrorCode.REFUSED, `OPEN handle ${op.handle}: ${MAX_HANDLES} files are open for writing already; no store has that many`, { seq: op.seq });
         }

@@ -12,7 +12,7 @@ import { unpackMeta } from '../shared/meta';
 import { Times } from '../shared/ops';
 import { StreamBuilder } from '../shared/stream-builder';
 import { Mirror } from '../mirror/mirror';
-import { tempDir } from './harness';
+import { rng, tempDir } from './harness';
 
 /**
  * Fuzzing of what a mirror reads from the network: the decoder and the replay engine, fed
@@ -23,15 +23,6 @@ import { tempDir } from './harness';
 const seconds = Number(process.env['TFS_FUZZ_SECONDS'] ?? 15);
 const seed = Number(process.env['TFS_FUZZ_SEED'] ?? Date.now() % 1_000_000);
 
-function rng(s: number): (n: number) => number {
-  let x = s >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
 
 const T: Times = [1_700_000_000_000_000_000n, 1_700_000_000_100_000_000n];
 

@@ -1,5 +1,6 @@
 import { ChildProcess, execFileSync, spawn, SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
@@ -166,4 +167,24 @@ export function sh(cwd: string, script: string, env: NodeJS.ProcessEnv = {}): st
     const e = err as { status: number; stdout: string; stderr: string };
     throw new Error(`shell exited ${e.status}: ${script.trim().slice(0, 200)}\n--- stdout\n${e.stdout}\n--- stderr\n${e.stderr}`);
   }
+}
+
+/** xorshift32: the test's own choices, from a seed (printed by the tests that take one). */
+export function rng(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+}
+
+/** A free TCP port on loopback (taken by the kernel, then released for the server under test). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }

@@ -5,21 +5,11 @@ import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FrameLog } from '../shared/framelog';
-import { BIN, Proc, dirs, exitOf, start, startJournal, startPipeline, tempDir, treeDiff, unmount, waitFor } from './harness';
+import { BIN, Proc, dirs, exitOf, rng, start, startJournal, startPipeline, tempDir, treeDiff, unmount, waitFor } from './harness';
 
 const CHURN = path.join(__dirname, 'churn.js');
 const seed = Number(process.env['TFS_TEST_SEED'] ?? 2009);
 
-/** xorshift32 for the test's own choices (when to kill what). */
-function rng(s: number): (n: number) => number {
-  let x = s >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
 
 /** The last frame a replica's cursor records as applied. */
 function cursorOf(replica: string): bigint {

@@ -2,22 +2,13 @@ import { test, TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { BIN, Proc, dirs, exitOf, isMounted, start, tempDir, treeDiff, unmount, waitFor } from './harness';
+import { BIN, Proc, dirs, exitOf, freePort, isMounted, start, tempDir, treeDiff, unmount, waitFor } from './harness';
 import { makeArchive } from './workloads';
 
 const CHURN = path.join(__dirname, 'churn.js');
 const SSHD = '/usr/sbin/sshd';
 
-/** A free TCP port on loopback (taken by the kernel, then released for sshd). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /**
  * Debian's sshd on a loopback port, with a throwaway host key and a throwaway client key, all

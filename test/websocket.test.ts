@@ -8,18 +8,10 @@ import WebSocket from 'ws';
 import { FrameDecoder } from '../shared/decoder';
 import { FrameType } from '../shared/frame';
 import { helloFrame } from '../mirror/source';
-import { BIN, Proc, dirs, exitOf, start, startPipeline, tempDir, treeDiff, unmount, waitFor } from './harness';
+import { BIN, Proc, dirs, exitOf, freePort, start, startPipeline, tempDir, treeDiff, unmount, waitFor } from './harness';
 
 const CHURN = path.join(__dirname, 'churn.js');
 
-/** A free TCP port on loopback. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** A token file (mode 0600) and a second one with another token. */
 function tokens(base: string): { good: string; bad: string } {
