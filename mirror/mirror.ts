@@ -272,6 +272,7 @@ export class Mirror {
     const mine = op.type === FrameType.SNAPSHOT_BEGIN && (op.request === undefined ? op.full && op.seq === this.header!.firstSeq : op.request === this.options.request);
     if (mine || (fromStart && this.options.bootstrap !== 'hold')) {
       if (op.type === FrameType.SNAPSHOT_BEGIN) this.adopt(op.id, op.full);
+      else if (this.options.bootstrap !== undefined) this.log(`bootstrapping from the stream's first frame, which the broadcaster still holds: no snapshot needed`);
       return true;
     }
     if (this.options.bootstrap !== undefined) {

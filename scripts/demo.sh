@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The live demo: a journal over a fresh store, fanned out to two mirrors through a broadcaster,
-# a short real workload on the mount, and proof that both replicas equal the store.
+# a short real workload on the mount, a third replica that joins late (a snapshot taken while the
+# mount stays in use), and proof that every replica equals the store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,8 +9,8 @@ bash scripts/setup.sh
 
 work=$(mktemp -d /tmp/tfs-demo.XXXXXX)
 store=$work/store mnt=$work/mnt sock=$work/tfs.sock
-mkdir -p "$store" "$mnt" "$work/replica-a" "$work/replica-b"
-chmod 755 "$store" "$mnt" "$work/replica-a" "$work/replica-b"
+mkdir -p "$store" "$mnt" "$work/replica-a" "$work/replica-b" "$work/replica-late"
+chmod 755 "$store" "$mnt" "$work/replica-a" "$work/replica-b" "$work/replica-late"
 pids=()
 cleanup() {
   fusermount -uz "$mnt" 2>/dev/null || true
@@ -45,12 +46,20 @@ touch -d '2009-03-15 10:52:01.123456789' report-final.txt
 ls -la "$mnt"
 cd /
 
+step "a late replica joins the running pipeline: tfs-mirror --from $sock --bootstrap $work/replica-late"
+tfs-mirror --from "$sock" --bootstrap "$work/replica-late" 2>"$work/replica-late.log" &
+pids+=($!)
+# It gets the whole stream when the broadcaster still holds its start, else a snapshot.
+for _ in $(seq 300); do [ -e "$work/replica-late/report-link.txt" ] && break; sleep 0.1; done
+echo "written after it joined" > "$mnt/after-join.txt"
+cat "$work/replica-late.log"
+
 step "unmount: the journal writes its end frame, the broadcaster delivers it, the mirrors stop"
 fusermount -u "$mnt"
 wait
-cat "$work"/replica-*.log
+cat "$work"/replica-a.log "$work"/replica-b.log
 
-for r in replica-a replica-b; do
+for r in replica-a replica-b replica-late; do
   step "rsync -aHAXc --dry-run --itemize-changes --delete store/ $r/   (no output = identical)"
   diff=$(rsync -aHAXc --dry-run --itemize-changes --delete "$store/" "$work/$r/")
   if [ -n "$diff" ]; then echo "$diff"; echo "DIFFERENT"; exit 1; fi
