@@ -6,9 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { FrameDecoder } from '../shared/decoder';
-import { FrameType } from '../shared/frame';
+import { FrameEncoder } from '../shared/encoder';
+import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
 import { FrameLogWriter } from '../shared/framelog';
-import { decodeOp } from '../shared/ops';
+import { OpInput, decodeOp, opMeta } from '../shared/ops';
 import { StreamBuilder } from '../shared/stream-builder';
 import { helloFrame } from '../mirror/source';
 import { Broadcaster, BroadcastOptions } from './server';
@@ -30,12 +31,12 @@ function streamOf(n: number): StreamBuilder {
 }
 
 /** A client that collects every frame's sequence number and type until the server closes. */
-function client(socketPath: string): Promise<{ seqs: bigint[]; types: number[] }> {
+function client(socketPath: string, hello = helloFrame()): Promise<{ seqs: bigint[]; types: number[] }> {
   return new Promise((resolve, reject) => {
     const seqs: bigint[] = [];
     const types: number[] = [];
     const dec = new FrameDecoder();
-    const s = net.createConnection(socketPath, () => s.write(helloFrame()));
+    const s = net.createConnection(socketPath, () => s.write(hello));
     s.on('data', (c) => {
       for (const f of dec.push(c)) {
         seqs.push(f.seq);
@@ -382,4 +383,42 @@ test('fuzz: what clients send (random bytes, mutated HELLO and REQUEST frames, o
   await running;
   assert.equal(b.clientCount, 0);
   done();
+});
+
+test('a client waiting for its snapshot holds nothing: the stream flows while the journal answers late, and the client starts at its SNAPSHOT_BEGIN', { timeout: 30_000 }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bcheld-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // A journal's control socket that takes the request and answers only when told.
+  const control = path.join(dir, 'ctl');
+  let asked: ((reply: string) => void) | undefined;
+  const ctl = net.createServer((sock) => {
+    sock.on('error', () => {});
+    sock.once('data', () => (asked = (reply) => sock.end(reply + '\n')));
+  });
+  await new Promise<void>((resolve) => ctl.listen(control, resolve));
+  t.after(() => ctl.close());
+  const socketPath = path.join(dir, 's');
+  const b = new Broadcaster({ socketPath, clientBuffer: 65536 });
+  await b.listen();
+  const input = new PassThrough();
+  const running = b.run(input);
+  const enc = new FrameEncoder(0n);
+  const frame = (op: OpInput, data?: Buffer) => Buffer.from(enc.encode(op.type, opMeta(op), data));
+  input.write(frame({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId: 'held', startNs: 0n, firstSeq: 1n, origin: 'changes', control }));
+  // A replica in sync (its cursor at the start), and a new one that asks for a snapshot.
+  const plain = client(socketPath, helloFrame('held', 0n));
+  await until(() => b.clientCount === 1);
+  const waiting = client(socketPath, helloFrame(undefined, undefined, 'snapshot', 'tok'));
+  await until(() => asked !== undefined);
+  // Far more than the window holds goes by before the journal answers.
+  for (let i = 0; i < 200; i++) input.write(frame({ type: FrameType.WRITE, handle: 1, offset: i * 1024 }, Buffer.alloc(1024, i)));
+  input.write(frame({ type: FrameType.SNAPSHOT_BEGIN, id: 1, full: true, request: 'tok' }));
+  for (let i = 0; i < 3; i++) input.write(frame({ type: FrameType.MKDIR, path: `d${i}`, mode: 0o40755, uid: 0, gid: 0, times: [1n, 1n], parentTimes: [1n, 1n], session: 1 }));
+  input.end(frame({ type: FrameType.END, reason: 'test' }));
+  const got = await plain;
+  assert.equal(got.seqs.at(-1), 205n, 'the stream flowed to its end while the journal had not answered');
+  asked!(JSON.stringify({ session: 1, begin: '201' }));
+  const late = await waiting;
+  assert.deepEqual(late.seqs, [0n, 201n, 202n, 203n, 204n, 205n], 'the waiting client got the header, then everything from its SNAPSHOT_BEGIN');
+  await running;
 });

@@ -341,6 +341,7 @@ export class Broadcaster {
   private take(frame: Frame): Promise<void> | undefined {
     if (frame.seq >= this.window.next || this.window.next === this.window.oldest) this.window.push(frame.seq, frame.bytes);
     if (frame.seq >= this.liveNext) this.liveNext = frame.seq + 1n;
+    if (frame.type === FrameType.SNAPSHOT_BEGIN) this.snapshotBegins(frame);
     for (const s of this.sessions) if (s.state === 'live') this.schedule(s);
     if (!this.window.full) return;
     return this.makeRoom();
@@ -367,7 +368,27 @@ export class Broadcaster {
 
   /** Clients that still need the oldest frame of the window. */
   private needOldest(): Session[] {
-    return [...this.sessions].filter((s) => s.state === 'live' && s.next <= this.window.oldest);
+    return [...this.sessions].filter((s) => s.state === 'live' && !s.held && s.next <= this.window.oldest);
+  }
+
+  /**
+   * A snapshot's begin frame passes: the clients waiting for that snapshot (its request token)
+   * start at it. The only frame besides the header whose metadata a broadcaster reads.
+   */
+  private snapshotBegins(frame: Frame): void {
+    let op;
+    try {
+      op = decodeOp(frame);
+    } catch {
+      return;
+    }
+    if (op.type !== FrameType.SNAPSHOT_BEGIN || op.request === undefined) return;
+    for (const s of this.sessions) {
+      if (s.held && s.bootstrap === 'snapshot' && s.request === op.request) {
+        s.held = false;
+        this.start(s, frame.seq);
+      }
+    }
   }
 
   /** Appends a frame to the log this broadcaster writes (a frame it holds already is skipped). */
@@ -441,6 +462,8 @@ export class Broadcaster {
       for (const frame of session.hello.push(chunk)) {
         const op = decodeOp(frame);
         if (op.type === FrameType.REQUEST && session.state !== 'hello' && !session.requested) {
+          // Only for the copy this connection's HELLO asked the journal to track, once.
+          if (session.bootstrap !== 'hold' || op.repair !== session.request) throw new TfsError(ErrorCode.PEER, 'asked for the repair of a copy it did not announce');
           session.requested = true;
           this.askJournal(session, { repair: op.repair }, () => {});
           continue;
@@ -476,14 +499,22 @@ export class Broadcaster {
     const wholeStream = this.oldest() <= 1n && this.origin !== 'changes';
     if ((session.bootstrap === 'snapshot' && !wholeStream) || session.bootstrap === 'hold') {
       // A snapshot of its own (or the tracking of its copy), from the journal: the client starts at
-      // the frame the journal names. Meanwhile the window keeps every frame from now on for it.
+      // the snapshot's begin frame (seen in the input, or named in the journal's answer), or at the
+      // frame a hold names. It holds nothing meanwhile: the journal must never wait for it to
+      // answer (it may be blocked writing the very frames such a hold would keep the input from).
       session.next = this.liveNext;
       session.state = 'live';
       session.held = true;
       const request = session.bootstrap === 'hold' ? { hold: session.request } : { snapshot: 'full', request: session.request };
       return this.askJournal(session, request, (reply) => {
+        // A snapshot's begin frame may have come through the input already (then it is started).
+        if (!session.held) return;
         session.held = false;
-        this.start(session, BigInt((reply['begin'] ?? reply['from']) as string));
+        const from = BigInt((reply['begin'] ?? reply['from']) as string);
+        if (from < this.oldest()) {
+          return this.refuse(session, ErrorCode.HISTORY_GONE, `the stream moved on past #${from} before the journal's answer came (this broadcaster holds #${this.oldest()} on)`, 'Give the broadcaster a log (--log DIR), or a larger --client-buffer, and try again.');
+        }
+        this.start(session, from);
       });
     }
     let next: bigint;

@@ -26,6 +26,9 @@ export interface WsOptions {
   log?: (message: string) => void;
 }
 
+/** TCP connections at once, upgraded or not (past it the kernel's accepted ones are closed at once). */
+const MAX_CONNECTIONS = 4096;
+
 export const WS_DEFAULTS = {
   ratePerMinute: 60,
   handshakeMs: 10_000,
@@ -92,9 +95,11 @@ export class WsListener {
     const serverOptions = { maxHeaderSize: options.maxHeaderBytes ?? WS_DEFAULTS.maxHeaderBytes };
     this.server = options.tls ? https.createServer({ ...serverOptions, ...options.tls, handshakeTimeout: handshakeMs }) : http.createServer(serverOptions);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: options.maxMessageBytes ?? WS_DEFAULTS.maxMessageBytes, perMessageDeflate: false });
-    // Every TCP connection must upgrade within the handshake time (TLS, then HTTP): a client that
-    // connects and says nothing, or says it slowly, is dropped.
-    this.server.on('connection', (socket: net.Socket) => {
+    // Every connection must upgrade within the handshake time: a client that connects and says
+    // nothing, or says it slowly, is dropped. With TLS, the TLS handshake has its own bound
+    // (handshakeTimeout), and the timer starts on the TLS socket, the one the upgrade then sees.
+    this.server.maxConnections = MAX_CONNECTIONS;
+    this.server.on(options.tls ? 'secureConnection' : 'connection', (socket: net.Socket) => {
       const timer = setTimeout(() => {
         this.log(`${peerOf(socket)} dropped: no WebSocket handshake within ${handshakeMs} ms`);
         socket.destroy();

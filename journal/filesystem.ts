@@ -75,8 +75,8 @@ export class JournalFs {
   }
 
   /** Tags for a live change of the entry `key`, while a snapshot session runs. */
-  private changed(key: string): Tags {
-    return this.sessions.active?.changed(key) ?? {};
+  private changed(key: string, rel?: string): Tags {
+    return this.sessions.active?.changed(key, rel) ?? {};
   }
 
   private keyOfPath(rel: string): string {
@@ -185,7 +185,7 @@ export class JournalFs {
       this.log(`a write through handle ${file.id} to a file with no name was not journaled`);
       return false;
     }
-    this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p), ...this.changed(fileKey(file)) });
+    this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p), ...this.changed(fileKey(file), fromFusePath(p)) });
     file.announced = true;
     return true;
   }
@@ -359,7 +359,7 @@ export class JournalFs {
           cb,
           'utimens',
           () => (this.tree.lutimens(fromFusePath(p), atime, mtime), 0),
-          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(fromFusePath(p)), ...this.changed(this.keyOfPath(fromFusePath(p))) }),
+          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(fromFusePath(p)), ...this.changed(this.keyOfPath(fromFusePath(p)), fromFusePath(p)) }),
         ),
       chmod: (p, mode, cb) =>
         this.run(
@@ -369,7 +369,7 @@ export class JournalFs {
           () => (this.tree.chmod(fromFusePath(p), mode), 0),
           () => {
             const st = this.tree.lstat(fromFusePath(p));
-            this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: st.mode, ...this.changed(inodeKey(st)) });
+            this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: st.mode, ...this.changed(inodeKey(st), fromFusePath(p)) });
           },
         ),
       chown: (p, uid, gid, cb) =>
@@ -380,7 +380,7 @@ export class JournalFs {
           () => {
             // chown may clear setuid/setgid bits: the frame carries the mode that resulted.
             const st = this.tree.lstat(fromFusePath(p));
-            this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode, ...this.changed(inodeKey(st)) });
+            this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode, ...this.changed(inodeKey(st), fromFusePath(p)) });
           },
         ),
       mknod: (p, mode, dev, cb) => {
@@ -416,7 +416,7 @@ export class JournalFs {
           'link',
           () => (this.tree.link(fromFusePath(from), fromFusePath(p)), 0),
           () => {
-            const tags = this.sessions.active?.linked(fromFusePath(p), this.keyOfPath(fromFusePath(p))) ?? {};
+            const tags = this.sessions.active?.linked(fromFusePath(p), this.keyOfPath(fromFusePath(p)), fromFusePath(from)) ?? {};
             this.emit({ type: FrameType.LINK, path: fromFusePath(p), from: fromFusePath(from), parentTimes: this.parentTimes(p), ...tags });
           },
         ),
@@ -442,7 +442,7 @@ export class JournalFs {
               const key = inodeKey(was.source);
               // Two names of one file: POSIX rename does nothing.
               const same = was.target !== null && inodeKey(was.target) === key;
-              tags = same ? session.changed(key) : session.renamed(fromFusePath(from), fromFusePath(p), key, was.target);
+              tags = same ? (session.changed(key, fromFusePath(from)), session.changed(key, fromFusePath(p))) : session.renamed(fromFusePath(from), fromFusePath(p), key, was.target);
             }
             this.emit({
               type: FrameType.RENAME,
@@ -474,14 +474,14 @@ export class JournalFs {
           cb,
           'setxattr',
           () => (this.tree.setxattr(fromFusePath(p), name, value, flags), 0),
-          () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags, ...this.changed(this.keyOfPath(fromFusePath(p))) }, value),
+          () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags, ...this.changed(this.keyOfPath(fromFusePath(p)), fromFusePath(p)) }, value),
         ),
       removexattr: (p, name, cb) =>
         this.run(
           cb,
           'removexattr',
           () => (this.tree.removexattr(fromFusePath(p), name), 0),
-          () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name, ...this.changed(this.keyOfPath(fromFusePath(p))) }),
+          () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name, ...this.changed(this.keyOfPath(fromFusePath(p)), fromFusePath(p)) }),
         ),
     };
     return operations;
@@ -494,7 +494,7 @@ export class JournalFs {
 
   private journalTruncate(p: string, size: number): void {
     const st = this.tree.lstat(fromFusePath(p));
-    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: [st.atimeNs, st.mtimeNs], ...this.changed(inodeKey(st)) });
+    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: [st.atimeNs, st.mtimeNs], ...this.changed(inodeKey(st), fromFusePath(p)) });
   }
 
   /** unlink and rmdir: a running snapshot learns what goes before it goes. */

@@ -9,6 +9,7 @@ const STEP_MS = 4;
 
 interface Waiter {
   resolve: (begun: { session: number; begin: bigint }) => void;
+  reject: (err: Error) => void;
   /** A repair: the tracker whose paths it repairs (tracked until the session begins), else a full session. */
   repair: Tracker | null;
   request?: string;
@@ -88,9 +89,9 @@ export class Sessions {
     this.active = null;
   }
 
-  private enqueue(w: Omit<Waiter, 'resolve'>): Promise<{ session: number; begin: bigint }> {
-    return new Promise((resolve) => {
-      this.waiting.push({ ...w, resolve });
+  private enqueue(w: Omit<Waiter, 'resolve' | 'reject'>): Promise<{ session: number; begin: bigint }> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ ...w, resolve, reject });
       this.schedule();
     });
   }
@@ -116,16 +117,20 @@ export class Sessions {
       if (next === undefined) return false;
       this.current = next;
       let paths: string[] | null = null;
-      if (next.repair !== null) {
-        for (const [token, t] of this.trackers) if (t === next.repair) this.trackers.delete(token);
-        // Files open through the mount are repaired too, whether or not they changed: the copy's
-        // replica never saw their handles' OPEN frames, and the session announces them again.
-        const inodes = new Set(next.repair.inodes);
-        for (const f of this.host.announcedFiles()) inodes.add(f.key);
-        paths = this.allNames([...next.repair.paths], inodes);
+      try {
+        if (next.repair !== null) {
+          for (const [token, t] of this.trackers) if (t === next.repair) this.trackers.delete(token);
+          // Files open through the mount are repaired too, whether or not they changed: the copy's
+          // replica never saw their handles' OPEN frames, and the session announces them again.
+          const inodes = new Set(next.repair.inodes);
+          for (const f of this.host.announcedFiles()) inodes.add(f.key);
+          paths = this.allNames([...next.repair.paths], inodes);
+        }
+        // Made and begun in this same turn: no change can come between the tracker's end and the begin frame.
+        this.active = new Snapshot(this.host, this.nextId++, paths, next.request);
+      } catch (err) {
+        return this.failed(null, err);
       }
-      // Made and begun in this same turn: no change can come between the tracker's end and the begin frame.
-      this.active = new Snapshot(this.host, this.nextId++, paths, next.request);
       this.log(`snapshot ${this.active.id} begins: ${paths === null ? 'the whole store' : `${paths.length} paths to repair`}${next.request ? ` (for ${next.request})` : ''}`);
     }
     const s = this.active;
@@ -133,11 +138,7 @@ export class Sessions {
     try {
       done = s.step(budgetMs);
     } catch (err) {
-      this.log(`SNAPSHOT ${s.id} FAILED: ${(err as Error).stack}: replicas bootstrapping from it will not end`);
-      s.close();
-      this.active = null;
-      this.schedule();
-      return true;
+      return this.failed(s, err);
     }
     if (this.current) {
       // The session's begin frame is out: whoever asked can be pointed at it.
@@ -150,6 +151,20 @@ export class Sessions {
       this.log(`snapshot ${s.id}${done ? ' done' : ''}: ${s.entries} entries, ${(s.bytes / 1048576).toFixed(1)} MiB`);
     }
     if (done) this.active = null;
+    this.schedule();
+    return true;
+  }
+
+  /**
+   * A session could not be made or go on (the store answered an error): it is said loudly, whoever
+   * asked for it is told, and the queue goes on. The mount itself is never affected.
+   */
+  private failed(s: Snapshot | null, err: unknown): true {
+    this.log(`SNAPSHOT ${s?.id ?? 'start'} FAILED: ${(err as Error).stack}: replicas bootstrapping from it will not end`);
+    s?.close();
+    this.active = null;
+    this.current?.reject(err as Error);
+    this.current = null;
     this.schedule();
     return true;
   }
@@ -221,7 +236,10 @@ export class ControlServer {
         while ((nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl);
           buffered = buffered.slice(nl + 1);
-          void answer(line).then((reply) => socket.write(JSON.stringify(reply) + '\n'));
+          void answer(line).then(
+            (reply) => socket.write(JSON.stringify(reply) + '\n'),
+            (err: Error) => socket.write(JSON.stringify({ error: `the snapshot failed: ${err.message}` }) + '\n'),
+          );
         }
       });
     });
@@ -247,7 +265,14 @@ export class ControlServer {
   }
 
   static async listen(socketPath: string, sessions: Sessions, log: (m: string) => void): Promise<ControlServer> {
-    fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
+    const dir = path.dirname(socketPath);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // The directory keeps others out of the socket: it must be ours and closed to others (a
+    // directory another user made first, under /tmp, would let them in or take the socket).
+    const st = fs.lstatSync(dir);
+    if (!st.isDirectory() || st.uid !== process.geteuid?.() || (st.mode & 0o077) !== 0) {
+      throw new Error(`${dir} must be a directory of this user that others cannot enter (mode 0700)`);
+    }
     try {
       fs.unlinkSync(socketPath);
     } catch {

@@ -201,6 +201,8 @@ export class Snapshot {
     const st = this.tree.lstatOrNull(rel);
     if (st === null) return; // gone since: its removal, or its new name, is taken care of
     const key = inodeKey(st);
+    // Paths queued by live renames may come before their parent's own turn: the parent is made first.
+    if (!this.synced(key) && rel !== '') this.ensureDirectory(parentOf(rel));
     if (!this.synced(key)) this.emitEntry(rel, st, key);
     else if (st.nlink > 1 && fileType(st.mode) !== S_IFDIR) this.emitName(rel, key);
     if (fileType(st.mode) === S_IFDIR) {
@@ -332,15 +334,45 @@ export class Snapshot {
     return this.skip;
   }
 
-  /** A change to the entry with inode `key` (data, attributes, an open handle). */
-  changed(key: string): { skipIn?: number } {
-    return this.synced(key) ? {} : this.skip;
+  /**
+   * A change to the entry with inode `key` (data, attributes, an open handle), named `rel` in its
+   * frame when the frame names it: a replica that has the file by another name gets this one first.
+   */
+  changed(key: string, rel?: string): { skipIn?: number } {
+    if (!this.synced(key)) return this.skip;
+    if (rel !== undefined) this.nameKnown(rel, key);
+    return {};
   }
 
   /** `rel` (inode `key`) is about to be removed. */
   removing(rel: string, key: string): { skipIn?: number } {
-    this.names.get(key)?.delete(rel);
-    return this.synced(key) ? {} : this.skip;
+    const known = this.names.get(key);
+    // A name of a file with several that the replica does not have: nothing to remove there.
+    if (known !== undefined && !known.has(rel)) return this.skip;
+    const tags = this.synced(key) ? {} : this.skip;
+    this.dropName(key, rel);
+    return tags;
+  }
+
+  /**
+   * The replica loses the name `rel` of the file `key`. When it was the last name the replica had,
+   * the file's other names in the store (if any) are not on the replica: the file is no longer
+   * synced, and the walk brings it whole.
+   */
+  private dropName(key: string, rel: string): void {
+    const known = this.names.get(key);
+    if (known === undefined || !known.delete(rel) || known.size > 0) return;
+    this.names.delete(key);
+    this.emitted.delete(key);
+    this.pending?.add(key);
+  }
+
+  /** A live frame names the synced file `key` by `rel`: the replica gets that name if it lacks it. */
+  private nameKnown(rel: string, key: string): void {
+    const known = this.names.get(key);
+    if (known === undefined || known.has(rel)) return;
+    this.ensureDirectory(parentOf(rel));
+    this.emitName(rel, key);
   }
 
   /** After a removal that the replica skipped: its parent's times, if it has the parent. */
@@ -348,12 +380,13 @@ export class Snapshot {
     if (skipped) this.parentTimes(rel);
   }
 
-  /** A hard link `to` of the file `key` is about to be made (after the store made it). */
-  linked(to: string, key: string): { skipIn?: number } {
+  /** A hard link `to` of the file `key`, named `from`, is about to be made (after the store made it). */
+  linked(to: string, key: string, from: string): { skipIn?: number } {
     if (!this.synced(key)) {
       this.queue.push(to);
       return this.skip;
     }
+    this.nameKnown(from, key);
     this.ensureDirectory(parentOf(to));
     this.names.get(key)?.add(to);
     return {};
@@ -364,15 +397,17 @@ export class Snapshot {
    * the store; its frame comes next. Returns its tags.
    */
   renamed(from: string, to: string, key: string, replaced: Stat | null): { skipIn?: number } {
-    this.follow(from, to);
     if (this.synced(key)) {
+      this.nameKnown(from, key);
+      this.follow(from, to);
       this.ensureDirectory(parentOf(to));
-      if (replaced) this.names.get(inodeKey(replaced))?.delete(to);
+      if (replaced) this.dropName(inodeKey(replaced), to);
       return {};
     }
+    this.follow(from, to);
     // The entry is not on the replica: whatever the replica has at `to` goes, and the walk comes back to `to`.
     if (replaced && this.synced(inodeKey(replaced))) {
-      this.names.get(inodeKey(replaced))?.delete(to);
+      this.dropName(inodeKey(replaced), to);
       this.emit({ type: fileType(replaced.mode) === S_IFDIR ? FrameType.RMDIR : FrameType.UNLINK, path: to, parentTimes: this.timesOf(parentOf(to)) });
     }
     this.parentTimes(from);

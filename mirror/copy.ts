@@ -9,7 +9,18 @@ import { ErrorCode, TfsError } from '../shared/errors';
 export function runCopy(command: string, log: (m: string) => void): Promise<void> {
   log(`copying with: ${command}`);
   return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', command], { stdio: ['ignore', 2, 2] });
+    // In a process group of its own: a copy must never outlive the mirror that started it (a rerun
+    // would race it into REPLICA), and the group takes the shell's children (rsync, ssh) too.
+    const child = spawn('sh', ['-c', command], { stdio: ['ignore', 2, 2], detached: true });
+    const kill = () => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    };
+    process.once('exit', kill);
+    child.once('exit', () => process.off('exit', kill));
     child.on('error', (err) => reject(new TfsError(ErrorCode.USAGE, `the copy command could not start: ${err.message}`)));
     child.on('exit', (code, signal) => {
       if (code === 0) return resolve();

@@ -13,9 +13,10 @@ export interface FollowOptions {
 }
 
 /**
- * Errors that a new connection may cure: the broadcaster went away, or the connection was cut
- * (in the middle of a frame, too), or it is busy (too many clients, too many connections). Everything else (another stream, history no longer retained,
- * a corrupt or hostile frame, a replica that cannot take a frame) stops the mirror.
+ * Errors that a new connection may cure: the broadcaster went away, the connection was cut (in
+ * the middle of a frame, too), or it is busy (too many clients, too many connections). Everything
+ * else (a refusal, another stream, history no longer retained, a corrupt or hostile frame, a
+ * replica that cannot take a frame) stops the mirror.
  */
 function retriable(err: unknown): boolean {
   return err instanceof TfsError && (err.code === ErrorCode.PEER || err.code === ErrorCode.TRUNCATED || err.code === ErrorCode.BUSY);

@@ -65,11 +65,14 @@ a terminal; 130/143 when stopped by SIGINT/SIGTERM.`;
 
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
 
-/** fd 0 as a stream of large chunks (a file or a pipe; anything else as node reads it). */
+/**
+ * fd 0: a file in 4 MiB reads; a pipe widened to 1 MiB, read as node reads it (without the thread
+ * pool, so that a stop is not held up by a read waiting on an idle pipe).
+ */
 function stdinStream(): Readable {
   const st = fs.fstatSync(0);
-  if (!st.isFile() && !st.isFIFO()) return process.stdin;
   if (st.isFIFO()) posix.setPipeSize(0, 1 << 20);
+  if (!st.isFile()) return process.stdin;
   return fs.createReadStream('', { fd: 0, highWaterMark: 4 << 20, autoClose: false });
 }
 
@@ -180,8 +183,7 @@ runMain('tfs-mirror', async () => {
         log,
       })
     : undefined;
-  // stdin in large reads: 4 MiB at a time from a file, and a pipe widened to 1 MiB (a 64 KiB
-  // pipe would cost a read, and a wake-up, per 64 KiB).
+  // stdin in large reads (a 64 KiB pipe would cost a read, and a wake-up, per 64 KiB).
   const input = follower ? undefined : stdinStream();
   let stoppedBy: keyof typeof SIGNAL_EXIT | undefined;
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

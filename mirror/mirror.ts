@@ -69,6 +69,7 @@ export class Mirror {
   private committed: bigint;
   private lastCommit = 0;
   private commitTimer: NodeJS.Timeout | undefined;
+  private commitFailed: unknown;
   private header: StreamHeader | null = null;
   /** Whether the last frame seen (applied or skipped) is an end frame. */
   private atEnd = false;
@@ -174,6 +175,7 @@ export class Mirror {
     this.atEnd = false;
     try {
       for await (const chunk of source) {
+        if (this.commitFailed !== undefined) throw this.commitFailed;
         for (const frame of decoder.push(chunk)) this.accept(decodeOp(frame));
         this.commitSoon();
       }
@@ -195,7 +197,12 @@ export class Mirror {
     if (this.commitTimer !== undefined) return;
     this.commitTimer = setTimeout(() => {
       this.commitTimer = undefined;
-      this.commit();
+      try {
+        this.commit();
+      } catch (err) {
+        // Raised where the stream is applied (the next chunk, or its end), not as an uncaught error.
+        this.commitFailed = err;
+      }
     }, COMMIT_MS);
     this.commitTimer.unref();
   }

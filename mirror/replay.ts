@@ -159,7 +159,6 @@ export class Replayer {
     this.handles.clear();
   }
 
-  /** Closes a file descriptor, syncing it first if durable mode still owes it a sync. */
   /**
    * Opens a file for a handle. At most MAX_FDS stay open: past that, the oldest descriptor of a
    * handle that has a name is closed (it is opened again by its name when next used).
@@ -182,6 +181,7 @@ export class Replayer {
     }
   }
 
+  /** Closes a file descriptor, syncing it first if durable mode still owes it a sync. */
   private closeFd(fd: number): void {
     this.openFds--;
     if (this.dirtyFds.delete(fd)) fs.fsyncSync(fd);

@@ -14,7 +14,7 @@ import { FrameType } from '../shared/frame';
 import { decodeOp } from '../shared/ops';
 import { execFileSync } from 'node:child_process';
 
-const NAMES = ['a', 'b', 'd', 'd/x', 'd/y', 'e', 'e/z'];
+const NAMES = ['a', 'b', 'd', 'd/x', 'd/y', 'd/x/w', 'e', 'e/z', 'e/z/w'];
 // Symlink targets stay inside the store: the handlers are called directly, without the kernel's
 // symlink resolution in front of them, so nothing here may point at anything outside the test.
 const arbName = fc.constantFrom(...NAMES);
@@ -190,7 +190,22 @@ test('property: a replica replaying the journal of random operations converges t
       await new Mirror({ replica: boot!, policy, bootstrap: adopted ? undefined : 'snapshot', request: 'boot' }).run(chunksOf(late, chunk));
       assert.equal(treeDiff(store!, boot!), '', 'a replica bootstrapped from a snapshot taken while operations went on');
     }),
-    { numRuns: Number(process.env['TFS_PROPERTY_RUNS'] ?? 60), seed: Number(process.env['TFS_TEST_SEED'] ?? 2009) },
+    {
+      numRuns: Number(process.env['TFS_PROPERTY_RUNS'] ?? 60),
+      seed: Number(process.env['TFS_TEST_SEED'] ?? 2009),
+      // Files with two names while the walk has copied one: the copied name removed, or the
+      // other one used, before the walk reaches it.
+      examples: [1, 2, 3].flatMap((n) =>
+        [{ op: 'unlink' as const, p: 'a' }, { op: 'chmod' as const, p: 'd/x', mode: 0o640 }, { op: 'link' as const, p: 'd/x', to: 'b' }, { op: 'rename' as const, p: 'd/x', to: 'e' }].map(
+          (last): [Step[], number | null, number, number] => [
+            [{ op: 'mkdir', p: 'd', mode: 0o755 }, { op: 'create', p: 'a', mode: 0o644 }, { op: 'release', h: 0 }, { op: 'link', p: 'a', to: 'd/x' }, { op: 'snapshot' }, { op: 'walk', n }, last],
+            null,
+            0.5,
+            100,
+          ],
+        ),
+      ),
+    },
   );
   t.diagnostic(`${sessions} runs with a snapshot session`);
 });

@@ -66,7 +66,7 @@ test('WebSocket: three replicas over ws:// with a token and one over wss:// with
   // ws:// on the stream itself; wss:// served by a second broadcaster that follows the same log.
   const { journal, reader: plain } = await startPipeline(t, store!, mnt!, process.execPath, [BIN.broadcast, '--log', spool, '--ws', `127.0.0.1:${port}`, '--token-file', good, '--min-clients', '3'], ['--spool', spool]);
   await waitFor(() => /listening on ws:/.test(plain.stderr()), 10_000, 'the ws broadcaster');
-  const secure = start(t, process.execPath, [BIN.broadcast, '--log', spool, '--ws', `127.0.0.1:${tlsPort}`, '--token-file', good, '--tls-cert', cert, '--tls-key', key, '--linger', '1s'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const secure = start(t, process.execPath, [BIN.broadcast, '--log', spool, '--ws', `127.0.0.1:${tlsPort}`, '--token-file', good, '--tls-cert', cert, '--tls-key', key, '--linger', '1s', '--handshake-time', '1s'], { stdio: ['ignore', 'ignore', 'pipe'] });
   await waitFor(() => /listening on wss:/.test(secure.stderr()), 10_000, `the wss broadcaster: ${secure.stderr()}`);
   const url = `ws://127.0.0.1:${port}/`;
   const tlsUrl = `wss://127.0.0.1:${tlsPort}/`;
@@ -110,6 +110,7 @@ test('WebSocket: three replicas over ws:// with a token and one over wss:// with
   for (const m of mirrors) assert.equal(await exitOf(m), 0, m.stderr());
   assert.equal(await exitOf(secure), 0, secure.stderr());
   for (const r of [r1!, r2!, r3!, r4!]) assert.equal(treeDiff(store!, r), '', `replica ${path.basename(r)} equals the store`);
+  assert.doesNotMatch(mirrors[3]!.stderr(), /reconnecting/, 'the wss client kept its connection past the handshake time');
 });
 
 test('WebSocket limits: an oversized handshake, a client that says nothing, a connection rate per address, and 200 clients at once against --max-clients 20 while the journal keeps going', { timeout: 180_000 }, async (t) => {
