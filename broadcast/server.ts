@@ -552,11 +552,13 @@ export class Broadcaster {
     if (this.control === undefined) return refuse('its stream header names no control socket (tfs-journal --control)');
     const ctl = net.createConnection(this.control);
     let buffered = '';
+    let settled = false;
     ctl.on('connect', () => ctl.write(JSON.stringify(request) + '\n'));
     ctl.on('data', (chunk) => {
       buffered += chunk.toString();
       const nl = buffered.indexOf('\n');
-      if (nl < 0) return;
+      if (nl < 0 || settled) return;
+      settled = true;
       ctl.end();
       let reply: Record<string, unknown>;
       try {
@@ -567,7 +569,13 @@ export class Broadcaster {
       if (typeof reply['error'] === 'string') return refuse(reply['error']);
       then(reply);
     });
-    ctl.on('error', (err) => refuse(`${this.control}: ${err.message}`));
+    // Only an answer that never came is a refusal: not an error after it, nor one after the
+    // client's snapshot began in the stream anyway.
+    ctl.on('error', (err) => {
+      if (settled || (session.bootstrap === 'snapshot' && !session.held)) return;
+      settled = true;
+      refuse(`${this.control}: ${err.message}`);
+    });
     session.socket.once('close', () => ctl.destroy());
   }
 
