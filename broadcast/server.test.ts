@@ -422,3 +422,38 @@ test('a client waiting for its snapshot holds nothing: the stream flows while th
   assert.deepEqual(late.seqs, [0n, 201n, 202n, 203n, 204n, 205n], 'the waiting client got the header, then everything from its SNAPSHOT_BEGIN');
   await running;
 });
+
+test('a client that goes away before its copy is repaired makes the broadcaster tell the journal to forget it', { timeout: 30_000 }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfs-bcforget-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const control = path.join(dir, 'ctl');
+  const requests: unknown[] = [];
+  const ctl = net.createServer((sock) => {
+    sock.on('error', () => {});
+    sock.on('data', (d) => {
+      for (const line of d.toString().split('\n').filter(Boolean)) {
+        const req = JSON.parse(line) as Record<string, unknown>;
+        requests.push(req);
+        if (req['hold']) sock.write(JSON.stringify({ from: '1' }) + '\n');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => ctl.listen(control, resolve));
+  t.after(() => ctl.close());
+  const socketPath = path.join(dir, 's');
+  const b = new Broadcaster({ socketPath });
+  await b.listen();
+  const input = new PassThrough();
+  const running = b.run(input);
+  const enc = new FrameEncoder(0n);
+  input.write(Buffer.from(enc.encode(FrameType.STREAM_HEADER, opMeta({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId: 'forget', startNs: 0n, firstSeq: 1n, origin: 'changes', control }))));
+  const s = net.createConnection(socketPath, () => s.write(helloFrame(undefined, undefined, 'hold', 'copy-1')));
+  s.on('data', () => {});
+  s.on('error', () => {});
+  await until(() => b.clientCount === 1 && requests.length === 1);
+  s.destroy();
+  await until(() => requests.length === 2);
+  assert.deepEqual(requests, [{ hold: 'copy-1' }, { forget: 'copy-1' }]);
+  input.end(Buffer.from(enc.encode(FrameType.END, opMeta({ type: FrameType.END, reason: 'test' }))));
+  await running;
+});

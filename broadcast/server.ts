@@ -449,6 +449,12 @@ export class Broadcaster {
       session.cursor?.close();
       this.sessions.delete(session);
       this.log(`client ${session.id} left (${this.sessions.size} now)`);
+      // What the journal keeps for this client alone (a tracked copy, a snapshot not begun yet)
+      // goes with it: the client starts over when it comes back.
+      if (session.request !== undefined && this.control !== undefined && ((session.bootstrap === 'hold' && !session.requested) || session.held)) {
+        const ctl = net.createConnection(this.control, () => ctl.end(JSON.stringify({ forget: session.request }) + '\n'));
+        ctl.on('error', () => {});
+      }
       this.poke();
     });
   }

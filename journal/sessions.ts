@@ -83,6 +83,20 @@ export class Sessions {
     }
   }
 
+  /**
+   * The client `token` went away before it needed what was kept for it: its tracker, and its
+   * snapshot if that has not begun, are dropped (a replica that comes back starts over).
+   */
+  forget(token: string): void {
+    this.trackers.delete(token);
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const w = this.waiting[i]!;
+      if (w.request !== token) continue;
+      this.waiting.splice(i, 1);
+      w.reject(new Error('its client went away'));
+    }
+  }
+
   close(): void {
     this.closed = true;
     this.active?.close();
@@ -216,7 +230,8 @@ export function defaultControlPath(streamId: string): string {
  * The journal's control socket (mode 0600 in a 0700 directory): one JSON request a line, one
  * answer a line. {"snapshot":"full","request":TOKEN} -> {"session":N,"begin":"SEQ"} once the
  * session's first frame is out; {"hold":TOKEN} -> {"from":"SEQ"}; {"repair":TOKEN} ->
- * {"session":N,"begin":"SEQ"}. Anything else -> {"error":"..."}.
+ * {"session":N,"begin":"SEQ"}; {"forget":TOKEN} -> {"forgotten":TOKEN} (the client went away).
+ * Anything else -> {"error":"..."}.
  */
 export class ControlServer {
   private readonly server: net.Server;
@@ -256,6 +271,10 @@ export class ControlServer {
         return begun(await sessions.full(typeof req['request'] === 'string' ? req['request'] : undefined));
       }
       if (typeof req['hold'] === 'string') return { from: sessions.hold(req['hold']).toString() };
+      if (typeof req['forget'] === 'string') {
+        sessions.forget(req['forget']);
+        return { forgotten: req['forget'] };
+      }
       if (typeof req['repair'] === 'string') {
         const r = sessions.repair(req['repair']);
         return r === null ? { error: `nothing held for ${req['repair']}` } : begun(await r);
