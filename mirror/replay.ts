@@ -105,7 +105,9 @@ export class Replayer {
   prepare(op: Op): void {
     const rel = op.type === FrameType.UNLINK ? op.path : op.type === FrameType.RENAME && op.path !== op.from ? op.path : null;
     if (rel === null) return;
-    const ids = [...this.handles].filter(([, h]) => h.path === rel).map(([id]) => id);
+    if (this.handles.size === 0) return;
+    const ids: number[] = [];
+    for (const [id, h] of this.handles) if (h.path === rel) ids.push(id);
     if (ids.length === 0) return;
     const st = this.tree.lstatOrNull(rel);
     if (st === null || fileType(st.mode) !== S_IFREG || st.nlink < 2) return;
