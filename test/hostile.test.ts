@@ -8,7 +8,8 @@ import { FrameType } from '../shared/frame';
 import { OpInput, Times } from '../shared/ops';
 import { StreamBuilder } from '../shared/stream-builder';
 import { MAX_HANDLES } from '../mirror/replay';
-import { BIN, exitOf, start, tempDir, waitFor } from './harness';
+import { WebSocketServer } from 'ws';
+import { BIN, exitOf, freePort, start, tempDir, waitFor } from './harness';
 
 const T: Times = [1_700_000_000_000_000_000n, 1_700_000_000_000_000_000n];
 const file = (p: string, mode = 0o100644): OpInput => ({ type: FrameType.CREATE, path: p, mode, uid: 0, gid: 0, times: T, parentTimes: T });
@@ -234,4 +235,21 @@ test('a hostile broadcaster and a mirror that is not root: foreign owners are dr
   assert.equal(await exitOf(mirror), 0, mirror.stderr());
   assert.match(mirror.stderr(), /not running as root: owners are not replicated/);
   assert.equal(fs.statSync(path.join(replica, 'f')).uid, 1001);
+});
+
+test('a hostile broadcaster over WebSocket: a message over the frame cap stops the mirror, and it does not retry', { timeout: 60_000 }, async (t) => {
+  const base = tempDir(t, 'hostile-ws');
+  const port = await freePort();
+  const wss = new WebSocketServer({ host: '127.0.0.1', port });
+  t.after(() => wss.close());
+  let served = 0;
+  wss.on('connection', (ws) => {
+    served++;
+    ws.once('message', () => ws.send(Buffer.alloc(16 * 1024 * 1024 + 16, 1)));
+    ws.on('error', () => {});
+  });
+  const mirror = start(t, process.execPath, [BIN.mirror, '--reconnect-delay', '100', '--from', `ws://127.0.0.1:${port}/`, path.join(base, 'r')]);
+  assert.equal(await exitOf(mirror), 3, mirror.stderr());
+  assert.match(mirror.stderr(), /sent a message over 16777216 bytes \[TFS_FRAME_TOO_LARGE\]/);
+  assert.equal(served, 1, 'no retry');
 });
