@@ -191,27 +191,11 @@ export class Sessions {
   private allNames(paths: string[], inodes: Set<string>): string[] {
     const tree = this.host.tree;
     const wanted = new Set(inodes);
-    const under = (rel: string) => {
-      const st = tree.lstatOrNull(rel);
-      if (st === null) return;
-      if (fileType(st.mode) === S_IFDIR) for (const n of tree.readdir(rel)) under(rel === '' ? n : `${rel}/${n}`);
-      else if (st.nlink > 1) wanted.add(inodeKey(st));
-    };
-    for (const p of paths) under(p);
-    return wanted.size === 0 ? paths : [...paths, ...this.pathsOf(wanted)];
-  }
-
-  /** Current names of files known by inode: a scan of the store. */
-  private pathsOf(inodes: Set<string>): string[] {
-    const found: string[] = [];
-    const tree = this.host.tree;
-    const walk = (rel: string) => {
-      const st = tree.lstatOrNull(rel);
-      if (st === null) return;
-      if (inodes.has(inodeKey(st))) found.push(rel);
-      if (fileType(st.mode) === S_IFDIR) for (const n of tree.readdir(rel)) walk(rel === '' ? n : `${rel}/${n}`);
-    };
-    walk('');
+    for (const p of paths) for (const [, st] of tree.walk(p)) if (fileType(st.mode) !== S_IFDIR && st.nlink > 1) wanted.add(inodeKey(st));
+    if (wanted.size === 0) return paths;
+    // Their current names: a scan of the store.
+    const found = [...paths];
+    for (const [rel, st] of tree.walk('')) if (wanted.has(inodeKey(st))) found.push(rel);
     return found;
   }
 }

@@ -312,10 +312,7 @@ export class Snapshot {
 
   /** Repair sessions: the inodes under `rel` start unsynced. */
   private collect(rel: string): void {
-    const st = this.tree.lstatOrNull(rel);
-    if (st === null) return;
-    this.pending!.add(inodeKey(st));
-    if (fileType(st.mode) === S_IFDIR) for (const name of this.tree.readdir(rel)) this.collect(rel === '' ? name : `${rel}/${name}`);
+    for (const [, st] of this.tree.walk(rel)) this.pending!.add(inodeKey(st));
   }
 
   // --- Live changes. Each is told before its frame is emitted, and returns the tags for it. ---

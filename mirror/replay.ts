@@ -121,20 +121,8 @@ export class Replayer {
 
   /** Another name of the file `st` in the replica than `rel` (a walk of the replica: rare). */
   private otherName(st: Stat, rel: string): string | null {
-    const walk = (dir: string): string | null => {
-      for (const name of this.tree.readdir(dir)) {
-        const p = dir === '' ? name : `${dir}/${name}`;
-        const e = this.tree.lstatOrNull(p);
-        if (e === null) continue;
-        if (p !== rel && e.ino === st.ino && e.dev === st.dev) return p;
-        if (fileType(e.mode) === S_IFDIR) {
-          const found = walk(p);
-          if (found !== null) return found;
-        }
-      }
-      return null;
-    };
-    return walk('');
+    for (const [p, e] of this.tree.walk('')) if (p !== rel && e.ino === st.ino && e.dev === st.dev) return p;
+    return null;
   }
 
   /** Whether the replica holds any entry. */

@@ -110,3 +110,20 @@ test("'' is the root itself", (t) => {
   assert.equal(tree.getxattr('', 'user.root').toString(), 'yes');
   assert.equal(tree.lstat('').ino, st.ino);
 });
+
+test('walk: every entry with its lstat, parents first, symlinks not followed; what vanishes meanwhile is not an error', (t) => {
+  const { root, outside, tree } = tempTree(t, true);
+  fs.mkdirSync(path.join(root, 'd/e'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'd/e/f'), 'x');
+  fs.symlinkSync(outside, path.join(root, 'l'));
+  const seen = [...tree.walk('')].map(([p, st]) => `${p}:${fileType(st.mode) === S_IFLNK ? 'link' : ''}`);
+  assert.deepEqual(seen.map((s) => s.split(':')[0]).sort(), ['', 'd', 'd/e', 'd/e/f', 'l']);
+  const order = seen.map((s) => s.split(':')[0]);
+  assert.ok(order.indexOf('d') < order.indexOf('d/e') && order.indexOf('d/e') < order.indexOf('d/e/f'), 'parents first');
+  assert.ok(!order.some((p) => p.startsWith('l/')), 'the symlink to outside is not followed');
+  const walking = tree.walk('d');
+  assert.equal(walking.next().value![0], 'd');
+  fs.rmSync(path.join(root, 'd/e'), { recursive: true });
+  assert.equal(walking.next().done, true, 'd/e vanished: nothing more, no error');
+  assert.deepEqual([...tree.walk('gone')], []);
+});

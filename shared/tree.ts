@@ -102,6 +102,26 @@ export class Tree {
     return posix.readdirAt(this.fd, rel, this.confined);
   }
 
+  /**
+   * Every entry at and under `rel` with its lstat, parents first (symlinks are not followed).
+   * Entries that vanish during the walk are skipped: the tree may be in use.
+   */
+  *walk(rel: string): Generator<[string, Stat]> {
+    const st = this.lstatOrNull(rel);
+    if (st === null) return;
+    yield [rel, st];
+    if (fileType(st.mode) !== S_IFDIR) return;
+    let names: string[];
+    try {
+      names = this.readdir(rel);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw err;
+    }
+    for (const name of names) yield* this.walk(rel === '' ? name : `${rel}/${name}`);
+  }
+
   readlink(rel: string): string {
     return posix.readlinkAt(this.fd, rel, this.confined);
   }
