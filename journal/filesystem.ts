@@ -11,6 +11,7 @@ import { FrameSink } from './sink';
 
 type Cb = (code: number) => void;
 type Tags = { skipIn?: number };
+const NO_TAGS: Tags = Object.freeze({});
 
 /** A file the mount has open on the store. Its open travels lazily, on the first change made through it. */
 interface OpenFile {
@@ -74,13 +75,19 @@ export class JournalFs {
     );
   }
 
-  /** Tags for a live change of the entry `key`, while a snapshot session runs. */
-  private changed(key: string, rel?: string): Tags {
-    return this.sessions.active?.changed(key, rel) ?? {};
+  /**
+   * Tags for a live change of an open file, or of the entry at `rel` (its lstat when the caller
+   * has it), while a snapshot session runs. Nothing is looked up when none runs: this is on the
+   * path of every write.
+   */
+  private fileTags(file: OpenFile, rel?: string): Tags {
+    const session = this.sessions.active;
+    return session === null ? NO_TAGS : session.changed(fileKey(file), rel);
   }
 
-  private keyOfPath(rel: string): string {
-    return inodeKey(this.tree.lstat(rel));
+  private pathTags(rel: string, st?: Stat): Tags {
+    const session = this.sessions.active;
+    return session === null ? NO_TAGS : session.changed(inodeKey(st ?? this.tree.lstat(rel)), rel);
   }
 
   /** Announced handles on an inode (for a snapshot's bootstrapping replicas). */
@@ -185,7 +192,7 @@ export class JournalFs {
       this.log(`a write through handle ${file.id} to a file with no name was not journaled`);
       return false;
     }
-    this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p), ...this.changed(fileKey(file), fromFusePath(p)) });
+    this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p), ...this.fileTags(file, fromFusePath(p)) });
     file.announced = true;
     return true;
   }
@@ -292,7 +299,7 @@ export class JournalFs {
           },
           () => {
             // The buffer belongs to libfuse and is reused after the callback: the frame is written first.
-            if (this.announce(file, p)) this.emit({ type: FrameType.WRITE, handle: file.id, offset, ...this.changed(fileKey(file)) }, buf.subarray(0, len), { path: p && fromFusePath(p), fd });
+            if (this.announce(file, p)) this.emit({ type: FrameType.WRITE, handle: file.id, offset, ...this.fileTags(file) }, buf.subarray(0, len), { path: p && fromFusePath(p), fd });
           },
         );
       },
@@ -317,14 +324,14 @@ export class JournalFs {
           'fsync',
           () => ((datasync ? fs.fdatasyncSync(fd) : fs.fsyncSync(fd)), 0),
           () => {
-            if (file?.announced) this.emit({ type: FrameType.FSYNC, handle: file.id, datasync: datasync !== 0, times: this.fdTimes(fd), ...this.changed(fileKey(file)) });
+            if (file?.announced) this.emit({ type: FrameType.FSYNC, handle: file.id, datasync: datasync !== 0, times: this.fdTimes(fd), ...this.fileTags(file) });
           },
         );
       },
       release: (_p, fd, cb) => {
         const file = this.open.get(fd);
         this.open.delete(fd);
-        if (file?.announced) this.journal('release', () => this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd), ...this.changed(fileKey(file)) }));
+        if (file?.announced) this.journal('release', () => this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd), ...this.fileTags(file) }));
         this.run(cb, 'release', () => (fs.closeSync(fd), 0));
       },
       truncate: (p, size, cb) =>
@@ -349,7 +356,7 @@ export class JournalFs {
           'ftruncate',
           () => (fs.ftruncateSync(fd, size), 0),
           () => {
-            if (file && this.announce(file, p)) this.emit({ type: FrameType.FTRUNCATE, handle: file.id, size, times: this.fdTimes(fd), ...this.changed(fileKey(file)) }, undefined, { path: p && fromFusePath(p), fd });
+            if (file && this.announce(file, p)) this.emit({ type: FrameType.FTRUNCATE, handle: file.id, size, times: this.fdTimes(fd), ...this.fileTags(file) }, undefined, { path: p && fromFusePath(p), fd });
           },
         );
       },
@@ -359,7 +366,7 @@ export class JournalFs {
           cb,
           'utimens',
           () => (this.tree.lutimens(fromFusePath(p), atime, mtime), 0),
-          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(fromFusePath(p)), ...this.changed(this.keyOfPath(fromFusePath(p)), fromFusePath(p)) }),
+          () => this.emit({ type: FrameType.UTIMENS, path: fromFusePath(p), times: this.times(fromFusePath(p)), ...this.pathTags(fromFusePath(p)) }),
         ),
       chmod: (p, mode, cb) =>
         this.run(
@@ -369,7 +376,7 @@ export class JournalFs {
           () => (this.tree.chmod(fromFusePath(p), mode), 0),
           () => {
             const st = this.tree.lstat(fromFusePath(p));
-            this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: st.mode, ...this.changed(inodeKey(st), fromFusePath(p)) });
+            this.emit({ type: FrameType.CHMOD, path: fromFusePath(p), mode: st.mode, ...this.pathTags(fromFusePath(p), st) });
           },
         ),
       chown: (p, uid, gid, cb) =>
@@ -380,7 +387,7 @@ export class JournalFs {
           () => {
             // chown may clear setuid/setgid bits: the frame carries the mode that resulted.
             const st = this.tree.lstat(fromFusePath(p));
-            this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode, ...this.changed(inodeKey(st), fromFusePath(p)) });
+            this.emit({ type: FrameType.CHOWN, path: fromFusePath(p), uid: st.uid, gid: st.gid, mode: st.mode, ...this.pathTags(fromFusePath(p), st) });
           },
         ),
       mknod: (p, mode, dev, cb) => {
@@ -416,7 +423,7 @@ export class JournalFs {
           'link',
           () => (this.tree.link(fromFusePath(from), fromFusePath(p)), 0),
           () => {
-            const tags = this.sessions.active?.linked(fromFusePath(p), this.keyOfPath(fromFusePath(p)), fromFusePath(from)) ?? {};
+            const tags = this.sessions.active?.linked(fromFusePath(p), inodeKey(this.tree.lstat(fromFusePath(p))), fromFusePath(from)) ?? {};
             this.emit({ type: FrameType.LINK, path: fromFusePath(p), from: fromFusePath(from), parentTimes: this.parentTimes(p), ...tags });
           },
         ),
@@ -465,7 +472,7 @@ export class JournalFs {
           'fallocate',
           () => (posix.fallocate(fd, mode, offset, length), 0),
           () => {
-            if (this.announce(file, p)) this.emit({ type: FrameType.FALLOCATE, handle: file.id, flags: mode, offset, length, times: this.fdTimes(fd), ...this.changed(fileKey(file)) }, undefined, { path: p && fromFusePath(p), fd });
+            if (this.announce(file, p)) this.emit({ type: FrameType.FALLOCATE, handle: file.id, flags: mode, offset, length, times: this.fdTimes(fd), ...this.fileTags(file) }, undefined, { path: p && fromFusePath(p), fd });
           },
         );
       },
@@ -474,14 +481,14 @@ export class JournalFs {
           cb,
           'setxattr',
           () => (this.tree.setxattr(fromFusePath(p), name, value, flags), 0),
-          () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags, ...this.changed(this.keyOfPath(fromFusePath(p)), fromFusePath(p)) }, value),
+          () => this.emit({ type: FrameType.SETXATTR, path: fromFusePath(p), name, flags, ...this.pathTags(fromFusePath(p)) }, value),
         ),
       removexattr: (p, name, cb) =>
         this.run(
           cb,
           'removexattr',
           () => (this.tree.removexattr(fromFusePath(p), name), 0),
-          () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name, ...this.changed(this.keyOfPath(fromFusePath(p)), fromFusePath(p)) }),
+          () => this.emit({ type: FrameType.REMOVEXATTR, path: fromFusePath(p), name, ...this.pathTags(fromFusePath(p)) }),
         ),
     };
     return operations;
@@ -494,7 +501,7 @@ export class JournalFs {
 
   private journalTruncate(p: string, size: number): void {
     const st = this.tree.lstat(fromFusePath(p));
-    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: [st.atimeNs, st.mtimeNs], ...this.changed(inodeKey(st), fromFusePath(p)) });
+    this.emit({ type: FrameType.TRUNCATE, path: fromFusePath(p), size, times: [st.atimeNs, st.mtimeNs], ...this.pathTags(fromFusePath(p), st) });
   }
 
   /** unlink and rmdir: a running snapshot learns what goes before it goes. */
