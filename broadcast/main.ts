@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { choiceOption, durationOption, intOption, parseCommandLine, runMain, sizeOption } from '../shared/cli';
 import { SyncPolicy } from '../shared/framelog';
@@ -38,12 +39,14 @@ function wsOptions(values: Record<string, string | boolean | undefined>, log: (m
   return { host, port: Number(m[2]), tls, token, ratePerMinute: intOption(values['max-connection-rate'] as string | undefined, 'max-connection-rate', 60, 1), log };
 }
 
-/** A group by name (from /etc/group) or number. */
+/** A group by number, or by name through the system's group database (getent: files, LDAP...). */
 function groupId(name: string): number {
   if (/^\d+$/.test(name)) return Number(name);
-  for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
-    const [n, , gid] = line.split(':');
-    if (n === name && gid !== undefined) return Number(gid);
+  try {
+    const gid = execFileSync('getent', ['group', name], { encoding: 'utf8' }).split(':')[2];
+    if (gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  } catch {
+    // not found (getent exits 2)
   }
   throw new TfsError(ErrorCode.USAGE, `--socket-group: no group ${JSON.stringify(name)}`);
 }
@@ -53,10 +56,11 @@ const HELP = `Usage: tfs-broadcast [options] SOCKET < STREAM
        tfs-broadcast --log DIR [options] SOCKET < /dev/null
 
 Serves one TFS stream to every client of the UNIX socket SOCKET (mode 0600), and
-of a WebSocket listener with --ws, in order. Each client says which stream it follows and the last frame it has, and
-gets every frame after it: from memory while it keeps up, from the frame log
-(--log) while it is behind. Frames are forwarded by their length, never
-interpreted. Exits 0 once the end frame has reached every client.
+of a WebSocket listener with --ws, in order. Each client says which stream it
+follows and the last frame it has, and gets every frame after it: from memory
+while it keeps up, from the frame log (--log) while it is behind. Frames are
+forwarded by their length; only the stream header's and a snapshot's begin
+frame's metadata are read. Exits 0 once the end frame has reached every client.
 
 With --log DIR, every frame is kept in DIR, and a client can resume from any
 frame the log retains. If DIR is the journal's spool (tfs-journal --spool DIR),
