@@ -12,7 +12,7 @@ import { posix } from '../shared/posix';
 import { runCopy } from './copy';
 import { Follower } from './follow';
 import { Mirror, defaultStatePath } from './mirror';
-import { BroadcastSource, WsClientOptions, repairFrame } from './source';
+import { BroadcastSource, WsClientOptions, isWebSocketUrl, repairFrame } from './source';
 
 const HELP = `Usage: tfs-mirror [options] REPLICA
 
@@ -78,8 +78,7 @@ function stdinStream(): Readable {
 
 /** --token-file and --ca for a ws:// or wss:// --from; a token is never sent in clear to another machine unless told. */
 function clientOptions(from: string, values: { 'token-file'?: string; ca?: string; 'insecure-plaintext'?: boolean }): WsClientOptions {
-  const ws = /^wss?:\/\//.test(from);
-  if (!ws) {
+  if (!isWebSocketUrl(from)) {
     if (values['token-file'] !== undefined || values.ca !== undefined) throw new TfsError(ErrorCode.USAGE, '--token-file and --ca are for a broadcaster at ws:// or wss:// URL');
     return {};
   }
@@ -167,7 +166,7 @@ runMain('tfs-mirror', async () => {
     }
     const p = mirror.progress;
     const secs = Math.max((Date.now() - began) / 1000, 0.001);
-    const line = `bootstrapping: ${p.entries} entries, ${(p.bytes / 1048576).toFixed(1)} MiB copied (${(p.bytes / 1048576 / secs).toFixed(1)} MiB/s), ${mirror.applied} frames applied${mirror.dropped ? `, ${mirror.dropped} dropped while waiting for the snapshot` : ''}, ${secs.toFixed(0)} s`;
+    const line = `bootstrapping: ${p.entries} entries, ${(p.bytes / 1048576).toFixed(1)} MiB copied (${(p.bytes / 1048576 / secs).toFixed(1)} MiB/s), ${mirror.appliedCount} frames applied${mirror.dropped ? `, ${mirror.dropped} dropped while waiting for the snapshot` : ''}, ${secs.toFixed(0)} s`;
     if (onTerminal) {
       writeStderr(`\r\x1b[Ktfs-mirror: ${line}`);
       drawn = true;

@@ -81,10 +81,14 @@ export class Mirror {
   private bootstrapping = false;
   /** Frames dropped while waiting for this replica's snapshot session. */
   dropped = 0;
+  /** Frames applied by this run. */
+  get appliedCount(): number {
+    return this.applied;
+  }
+
   /** What the snapshot brought so far: entries, and bytes of content. */
   readonly progress = { entries: 0, bytes: 0 };
-  /** Frames applied by this run. */
-  applied = 0;
+  private applied = 0;
   private skipped = 0;
 
   constructor(private readonly options: MirrorOptions) {

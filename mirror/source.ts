@@ -26,6 +26,11 @@ export interface Source extends AsyncIterable<Uint8Array> {
   send?(frame: Buffer): void;
 }
 
+/** Whether `--from` names a broadcaster over WebSocket (else it is a UNIX socket's path). */
+export function isWebSocketUrl(from: string): boolean {
+  return /^wss?:\/\//.test(from);
+}
+
 /** How to reach a broadcaster over WebSocket. */
 export interface WsClientOptions {
   /** The shared token (sent as Authorization: Bearer). */
@@ -49,7 +54,7 @@ export class BroadcastSource implements Source {
 
   /** `from` is a UNIX socket's path, or a ws:// or wss:// URL. */
   static connect(from: string, hello: Buffer, options: WsClientOptions = {}): Promise<BroadcastSource> {
-    return /^wss?:\/\//.test(from) ? BroadcastSource.connectWebSocket(from, hello, options) : BroadcastSource.connectUnix(from, hello);
+    return isWebSocketUrl(from) ? BroadcastSource.connectWebSocket(from, hello, options) : BroadcastSource.connectUnix(from, hello);
   }
 
   static async connectUnix(socketPath: string, hello: Buffer): Promise<BroadcastSource> {
