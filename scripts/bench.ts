@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { FrameEncoder } from '../shared/encoder';
 import { FrameDecoder } from '../shared/decoder';
-import { FrameType } from '../shared/frame';
+import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
+import { OpInput, Times, opMeta } from '../shared/ops';
 import { mountPoints } from '../journal/mount';
 
 const root = path.join(__dirname, '..');
@@ -246,15 +247,17 @@ function mirrorAlone(base: string): { plain: number; mirror: number } {
   fs.mkdirSync(base, { recursive: true });
   const file = path.join(base, 'saved.tfs');
   const fd = fs.openSync(file, 'w');
+  // The project's own encoding of each op (opMeta), as the journal writes it.
   const enc = new FrameEncoder(0n);
-  const T = [1n, 2n];
-  fs.writeSync(fd, enc.encode(FrameType.STREAM_HEADER, { magic: 'tfs-journal', v: 2, id: 'bench-mirror', t: 0n, first: 1n }));
-  fs.writeSync(fd, enc.encode(FrameType.CREATE, { p: 'f', m: 0o100644, u: 0, g: 0, t: T, pt: T }));
-  fs.writeSync(fd, enc.encode(FrameType.OPEN, { h: 1, p: 'f' }));
+  const put = (op: OpInput, data?: Uint8Array) => fs.writeSync(fd, enc.encode(op.type, opMeta(op), data));
+  const T: Times = [1n, 2n];
+  put({ type: FrameType.STREAM_HEADER, magic: MAGIC, version: PROTOCOL_VERSION, streamId: 'bench-mirror', startNs: 0n, firstSeq: 1n });
+  put({ type: FrameType.CREATE, path: 'f', mode: 0o100644, uid: 0, gid: 0, times: T, parentTimes: T });
+  put({ type: FrameType.OPEN, handle: 1, path: 'f' });
   const data = Buffer.alloc(128 * 1024, 7);
-  for (let i = 0; i < size * 8; i++) fs.writeSync(fd, enc.encode(FrameType.WRITE, { h: 1, o: i * data.length }, data));
-  fs.writeSync(fd, enc.encode(FrameType.RELEASE, { h: 1, t: T }));
-  fs.writeSync(fd, enc.encode(FrameType.END, { r: 'bench' }));
+  for (let i = 0; i < size * 8; i++) put({ type: FrameType.WRITE, handle: 1, offset: i * data.length }, data);
+  put({ type: FrameType.RELEASE, handle: 1, times: T });
+  put({ type: FrameType.END, reason: 'bench' });
   fs.closeSync(fd);
   execFileSync('cat', [file], { stdio: ['ignore', 'ignore', 'ignore'] });
   const plain = dd(path.join(base, 'plain.bin'));
