@@ -6,6 +6,7 @@ import { fromFusePath, parentOf } from '../shared/paths';
 import { posix } from '../shared/posix';
 import { S_IFDIR, S_IFREG, Stat, Tree, fileType, fstat } from '../shared/tree';
 import { Sessions } from './sessions';
+import { native } from './order';
 import { inodeKey } from './snapshot';
 import { FrameSink } from './sink';
 
@@ -44,7 +45,11 @@ const NO_ID = 0xffffffff;
  * JavaScript thread, where handlers run one at a time. A handler performs its store call and
  * writes its frame without yielding (only sync calls), so no other operation can come between
  * the two: the journal's order is exactly the order in which the store saw the operations, for
- * any number of processes using the mount.
+ * any number of processes using the mount. The one exception is the data path: a WRITE through a
+ * handle whose OPEN is out is handled on its libfuse thread, natively (journal/fuse/order.c),
+ * under the store-order lock that every JavaScript handler also runs under, so the argument
+ * holds with that lock in place of the one thread. While a snapshot session runs or a copy is
+ * tracked (both need to see every write), or with a spool, every write comes here.
  */
 export class JournalFs {
   private readonly open = new Map<number, OpenFile>();
@@ -70,9 +75,19 @@ export class JournalFs {
         announcedHandles: (key) => this.announcedHandles(key),
         announcedFiles: () => [...this.open.values()].filter((f) => f.announced).map((f) => ({ id: f.id, key: fileKey(f) })),
         log,
+        modeChanged: () => this.updateNative(),
       },
       log,
     );
+  }
+
+  /**
+   * Lets writes on announced handles bypass JavaScript, or not: only while no snapshot session
+   * runs, no copy is tracked, and the sink can take native frames. Called in the store order,
+   * whenever one of those changes.
+   */
+  updateNative(): void {
+    native.nativeWrites(this.sink.nativeOk && this.sessions.active === null && !this.sessions.tracking);
   }
 
   /**
@@ -194,6 +209,7 @@ export class JournalFs {
     }
     this.emit({ type: FrameType.OPEN, handle: file.id, path: fromFusePath(p), ...this.fileTags(file, fromFusePath(p)) });
     file.announced = true;
+    native.handle(file.fd, file.id, file.append);
     return true;
   }
 
@@ -289,17 +305,19 @@ export class JournalFs {
         const file = this.open.get(fd);
         if (!file) return cb(-9);
         let offset = pos;
+        let written = 0;
         this.run(
           cb,
           'write',
           () => {
             // With O_APPEND the store appends whatever the offset: the frame carries where it landed.
             if (file.append) offset = fs.fstatSync(fd).size;
-            return fs.writeSync(fd, buf, 0, len, file.append ? null : pos);
+            return (written = fs.writeSync(fd, buf, 0, len, file.append ? null : pos));
           },
           () => {
-            // The buffer belongs to libfuse and is reused after the callback: the frame is written first.
-            if (this.announce(file, p)) this.emit({ type: FrameType.WRITE, handle: file.id, offset, ...this.fileTags(file) }, buf.subarray(0, len), { path: p && fromFusePath(p), fd });
+            // The buffer belongs to libfuse and is reused after the callback: the frame is written
+            // first. It carries what the store took (a short write, e.g. on a full disk).
+            if (this.announce(file, p)) this.emit({ type: FrameType.WRITE, handle: file.id, offset, ...this.fileTags(file) }, buf.subarray(0, written), { path: p && fromFusePath(p), fd });
           },
         );
       },
@@ -331,6 +349,7 @@ export class JournalFs {
       release: (_p, fd, cb) => {
         const file = this.open.get(fd);
         this.open.delete(fd);
+        native.handleClosed(fd);
         if (file?.announced) this.journal('release', () => this.emit({ type: FrameType.RELEASE, handle: file.id, times: this.fdTimes(fd), ...this.fileTags(file) }));
         this.run(cb, 'release', () => (fs.closeSync(fd), 0));
       },
@@ -496,7 +515,9 @@ export class JournalFs {
 
   private track(fd: number, flags: number): void {
     const { dev, ino } = fstat(fd);
-    this.open.set(fd, { id: this.nextHandle++, fd, dev, ino, append: (flags & fs.constants.O_APPEND) !== 0, announced: false });
+    const append = (flags & fs.constants.O_APPEND) !== 0;
+    this.open.set(fd, { id: this.nextHandle++, fd, dev, ino, append, announced: false });
+    native.handle(fd, 0, append);
   }
 
   private journalTruncate(p: string, size: number): void {
@@ -531,6 +552,7 @@ export class JournalFs {
   close(): void {
     this.sessions.close();
     for (const fd of this.open.keys()) {
+      native.handleClosed(fd);
       try {
         fs.closeSync(fd);
       } catch {

@@ -5,6 +5,7 @@ import Fuse from 'fuse-native';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, TfsError } from '../shared/errors';
 import { FrameType, MAGIC, PROTOCOL_VERSION } from '../shared/frame';
+import { ordered } from './order';
 import { FrameSink, Loss } from './sink';
 import { Spool, changedSince, defaultSpoolMax } from './spool';
 import { ControlServer, defaultControlPath } from './sessions';
@@ -226,6 +227,7 @@ export async function startJournal(options: JournalOptions): Promise<RunningJour
     throw err;
   }
   sink.start(header, spool ? spool.lastSeq + 1n : 1n, spool?.header ? spool.firstUnconfirmed : undefined);
+  ordered(() => filesystem.updateNative());
   if (headerOp.control !== undefined) {
     try {
       control = await ControlServer.listen(headerOp.control, filesystem.sessions, log);

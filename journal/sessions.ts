@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileType, S_IFDIR } from '../shared/tree';
+import { ordered } from './order';
 import { Snapshot, SnapshotHost, inodeKey } from './snapshot';
 
 /** Milliseconds of walking per turn of the event loop: FUSE requests wait at most this long. */
@@ -37,7 +38,8 @@ export class Sessions {
   private lastProgress = 0;
 
   constructor(
-    private readonly host: SnapshotHost & { emitted(): bigint },
+    /** `modeChanged`: whether a session runs or a copy is tracked may have changed (called in the store order). */
+    private readonly host: SnapshotHost & { emitted(): bigint; modeChanged(): void },
     private readonly log: (m: string) => void,
   ) {}
 
@@ -53,8 +55,11 @@ export class Sessions {
 
   /** Starts tracking changes for a replica that is about to copy the store; returns the first frame it must not miss. */
   hold(token: string): bigint {
-    this.trackers.set(token, { paths: new Set(), inodes: new Set() });
-    return this.host.emitted() + 1n;
+    return ordered(() => {
+      this.trackers.set(token, { paths: new Set(), inodes: new Set() });
+      this.host.modeChanged();
+      return this.host.emitted() + 1n;
+    });
   }
 
   /** The replica `token` finished its copy: a repair session of everything changed since its hold. */
@@ -88,7 +93,10 @@ export class Sessions {
    * snapshot if that has not begun, are dropped (a replica that comes back starts over).
    */
   forget(token: string): void {
-    this.trackers.delete(token);
+    ordered(() => {
+      this.trackers.delete(token);
+      this.host.modeChanged();
+    });
     for (let i = this.waiting.length - 1; i >= 0; i--) {
       const w = this.waiting[i]!;
       if (w.request !== token) continue;
@@ -98,9 +106,12 @@ export class Sessions {
   }
 
   close(): void {
-    this.closed = true;
-    this.active?.close();
-    this.active = null;
+    ordered(() => {
+      this.closed = true;
+      this.active?.close();
+      this.active = null;
+      this.host.modeChanged();
+    });
   }
 
   private enqueue(w: Omit<Waiter, 'resolve' | 'reject'>): Promise<{ session: number; begin: bigint }> {
@@ -125,6 +136,15 @@ export class Sessions {
    * Returns false when there is no session to run.
    */
   turn(budgetMs = STEP_MS): boolean {
+    // The walk reads the store and emits frames: nothing may write the store meanwhile.
+    return ordered(() => {
+      const ran = this.turnInOrder(budgetMs);
+      this.host.modeChanged();
+      return ran;
+    });
+  }
+
+  private turnInOrder(budgetMs: number): boolean {
     if (this.closed) return false;
     if (this.active === null) {
       const next = this.waiting.shift();

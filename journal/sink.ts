@@ -1,13 +1,15 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import { FrameEncoder } from '../shared/encoder';
 import { Offset } from '../shared/frame';
 import { OpInput, opMeta } from '../shared/ops';
-import { posix } from '../shared/posix';
+import { native, ordered } from './order';
 import { Spool } from './spool';
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-/** How many frames go by between two looks at how much the reader has taken. */
+/** How many frames go by between two looks at how much the reader has taken (to confirm the spool). */
 const CHECK_EVERY = 256;
+const KIND = { other: 0, pipe: 1, socket: 2 } as const;
+const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
 /** Frames that were made but reached neither the reader nor the spool. */
 export interface Loss {
@@ -18,9 +20,11 @@ export interface Loss {
 }
 
 /**
- * Writes frames to a file descriptor (the journal's stdout), synchronously and in call order,
+ * Writes frames to a file descriptor (the journal's stdout), synchronously and in the store order,
  * after appending each to the spool when there is one. A blocking write is the journal's
- * backpressure: a slow reader throttles the filesystem.
+ * backpressure: a slow reader throttles the filesystem. The bytes go through the native output
+ * (journal/fuse/order.c), which libfuse threads also write WRITE frames to without JavaScript
+ * while `nativeOk`: the sequence numbers and what the reader took are kept there, for both.
  *
  * Nothing is written before `start` (the mount is up): a mount that fails leaves no stream behind.
  * If the reader goes away (EPIPE) the sink says so once, loudly, and stops writing to it; with a
@@ -28,37 +32,41 @@ export interface Loss {
  * It knows which frames the reader took: for a pipe, the kernel tells how many bytes are still
  * unread (also after the reader died); for a socket, only that everything was taken when its
  * queue was empty the last time we looked. `loss` then names the first frame lost.
+ * One sink per process: the native output is the process's.
  */
 export class FrameSink {
-  private encoder = new FrameEncoder(1n);
+  private readonly encoder = new FrameEncoder(1n);
+  /** The next sequence number, shared with the native write path. */
+  private readonly nextSeq: BigUint64Array;
   private brokenBy: string | undefined;
-  private readonly kind: 'pipe' | 'socket' | 'other';
   private started = false;
   private readonly early: [OpInput, Uint8Array | undefined][] = [];
-  /** Bytes written so far. */
-  private written = 0;
-  /** Bytes the reader is known to have taken. */
-  private delivered = 0;
-  /** Sequence numbers and end offsets of frames written and not known to be taken, oldest first. */
-  private pendingSeqs: bigint[] = [];
-  private pendingEnds: number[] = [];
-  private pendingHead = 0;
+  private sinceCheck = 0;
   /** Frames not even built since nobody takes them. */
   private skipped = 0;
   private firstSkipped: bigint | undefined;
 
   constructor(
-    private readonly fd: number,
+    fd: number,
     private readonly log: (message: string) => void,
     private readonly spool?: Spool,
   ) {
     const st = fs.fstatSync(fd);
-    this.kind = st.isFIFO() ? 'pipe' : st.isSocket() ? 'socket' : 'other';
+    this.nextSeq = new BigUint64Array(native.outOpen(fd, st.isFIFO() ? KIND.pipe : st.isSocket() ? KIND.socket : KIND.other));
+    this.nextSeq[0] = 1n;
   }
 
   /** Whether nobody takes frames any more (the reader is gone, and there is no working spool). */
   get broken(): boolean {
     return this.brokenBy !== undefined && (this.spool === undefined || this.spool.brokenAt !== undefined);
+  }
+
+  /**
+   * Whether WRITE frames may be made natively: the stream runs, its reader is there, and there is
+   * no spool (whose appends are JavaScript's).
+   */
+  get nativeOk(): boolean {
+    return this.started && this.brokenBy === undefined && this.spool === undefined;
   }
 
   /**
@@ -68,29 +76,31 @@ export class FrameSink {
    * `firstSeq`.
    */
   start(header: Uint8Array, firstSeq: bigint, replayFrom?: bigint): void {
-    this.encoder = new FrameEncoder(firstSeq);
-    this.started = true;
-    this.spool?.setHeader(header);
-    this.deliver(header, [header]);
-    if (replayFrom !== undefined && this.spool) {
-      const cursor = this.spool.cursor(replayFrom);
-      for (let frames = cursor.read(); frames.length > 0 && this.brokenBy === undefined; frames = cursor.read()) {
-        for (const f of frames) this.deliver(f.bytes, [f.bytes]);
+    ordered(() => {
+      this.started = true;
+      this.spool?.setHeader(header);
+      this.deliver([header], 0n);
+      if (replayFrom !== undefined && this.spool) {
+        const cursor = this.spool.cursor(replayFrom);
+        for (let frames = cursor.read(); frames.length > 0 && this.brokenBy === undefined; frames = cursor.read()) {
+          for (const f of frames) this.deliver([f.bytes], Buffer.from(f.bytes.buffer, f.bytes.byteOffset, f.bytes.length).readBigUInt64LE(Offset.SEQ));
+        }
+        cursor.close();
       }
-      cursor.close();
-    }
-    for (const [op, data] of this.early.splice(0)) this.emit(op, data);
+      this.nextSeq[0] = firstSeq;
+      for (const [op, data] of this.early.splice(0)) this.emit(op, data);
+    });
   }
 
   /** Counts a change that the caller did not build because nobody takes frames. */
   skip(): void {
-    this.firstSkipped ??= this.encoder.seq;
+    this.firstSkipped ??= this.nextSeq[0]!;
     this.skipped++;
   }
 
   /** The sequence number of the last frame emitted (0n before any). */
   get lastSeq(): bigint {
-    return this.encoder.seq - 1n;
+    return this.nextSeq[0]! - 1n;
   }
 
   /**
@@ -106,18 +116,22 @@ export class FrameSink {
       this.skip();
       return 0n;
     }
-    const meta = opMeta(op);
-    let parts: Uint8Array[];
-    if (data === undefined || data.length === 0) {
-      parts = [this.encoder.encode(op.type, meta, data)];
-    } else {
-      const p = this.encoder.encodeParts(op.type, meta, data);
-      parts = p.pad.length > 0 ? [p.head, p.data, p.pad] : [p.head, p.data];
-    }
-    const seq = this.encoder.seq - 1n;
-    this.spool?.append(parts, seq);
-    this.deliver(parts[0]!, parts);
-    return seq;
+    return ordered(() => {
+      const meta = opMeta(op);
+      const seq = this.nextSeq[0]!;
+      this.encoder.seq = seq;
+      let parts: Uint8Array[];
+      if (data === undefined || data.length === 0) {
+        parts = [this.encoder.encode(op.type, meta, data)];
+      } else {
+        const p = this.encoder.encodeParts(op.type, meta, data);
+        parts = p.pad.length > 0 ? [p.head, p.data, p.pad] : [p.head, p.data];
+      }
+      this.nextSeq[0] = seq + 1n;
+      this.spool?.append(parts, seq);
+      this.deliver(parts, seq);
+      return seq;
+    });
   }
 
   /**
@@ -127,9 +141,10 @@ export class FrameSink {
    * dropped it.
    */
   loss(): Loss | null {
+    const [, , firstPending] = this.status();
     if (this.brokenBy === undefined) return null;
-    const unsent = this.pendingSeqs.length - this.pendingHead;
-    const undelivered = unsent > 0 ? this.pendingSeqs[this.pendingHead]! : this.firstSkipped ?? this.encoder.seq;
+    const end = this.nextSeq[0]! - 1n;
+    const undelivered = firstPending >= 0n ? firstPending : this.firstSkipped ?? end + 1n;
     const max = (a: bigint, b: bigint) => (a > b ? a : b);
     let count = 0n;
     let first: bigint | undefined;
@@ -139,7 +154,6 @@ export class FrameSink {
       count += to - a + 1n;
       if (first === undefined || a < first) first = a;
     };
-    const end = this.encoder.seq - 1n;
     if (!this.spool) lose(undelivered, end);
     else {
       for (const d of this.spool.dropped) lose(d.fromSeq, d.toSeq);
@@ -152,73 +166,38 @@ export class FrameSink {
     return first === undefined ? null : { count: Number(count), firstSeq: first };
   }
 
-  /** Writes one frame (given as parts; the first holds its header) to the reader, if it is there. */
-  private deliver(head: Uint8Array, parts: Uint8Array[]): void {
+  /** Writes one frame (given as parts) to the reader, if it is there. */
+  private deliver(parts: Uint8Array[], seq: bigint): void {
     if (this.brokenBy !== undefined) return;
-    let length = 0;
-    for (const p of parts) length += p.length;
-    this.pendingSeqs.push(Buffer.from(head.buffer, head.byteOffset, head.length).readBigUInt64LE(Offset.SEQ));
-    this.pendingEnds.push(this.written + length);
-    this.writeAll(parts);
-    if (this.pendingSeqs.length - this.pendingHead >= CHECK_EVERY) this.refresh();
+    const errno = native.outWrite(parts, seq);
+    if (errno !== 0) return this.readerGone(errno);
+    if (this.spool && ++this.sinceCheck >= CHECK_EVERY) this.status();
   }
 
-  private writeAll(buffers: Uint8Array[]): void {
-    let pending = buffers;
-    for (;;) {
-      let written: number;
-      try {
-        written = fs.writevSync(this.fd, pending);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'EAGAIN') {
-          // stdout may have been left non-blocking by whoever shares it; wait for room.
-          Atomics.wait(sleeper, 0, 0, 1);
-          continue;
-        }
-        this.brokenBy = code ?? String(err);
-        // A pipe still tells how much its dead reader never took; a socket forgets (see refresh).
-        if (this.kind === 'pipe') this.refresh();
-        const first = this.pendingSeqs[this.pendingHead]!;
-        if (this.spool && this.spool.brokenAt === undefined) {
-          this.log(`journal reader gone (${this.brokenBy}) before frame #${first}: the frames go on into the spool ${this.spool.dir}, nothing is lost; serve them with: tfs-broadcast --log ${this.spool.dir} SOCKET < /dev/null`);
-        } else {
-          this.log(`JOURNAL READER GONE (${this.brokenBy}): frames from #${first} on are NOT delivered; the filesystem keeps working`);
-        }
-        return;
-      }
-      this.written += written;
-      pending = skipBytes(pending, written);
-      if (pending.length === 0) return;
-    }
+  /**
+   * Looks at what the reader has taken (the spool may forget it), and at whether the output broke
+   * (also in a native write): [errno or 0, last taken, first not known taken].
+   */
+  private status(): [number, bigint, bigint] {
+    const status = ordered(() => native.outStatus());
+    this.sinceCheck = 0;
+    if (status[1] >= 0n) this.spool?.confirm(status[1]);
+    if (status[0] !== 0 && this.brokenBy === undefined) this.readerGone(status[0], status[2]);
+    return status;
   }
 
-  /** Learns how much the reader has taken, and forgets the frames it took. */
-  private refresh(): void {
-    const unread = posix.unreadBytes(this.fd);
-    if (this.kind === 'pipe' && unread >= 0) this.delivered = this.written - unread;
-    else if (this.kind === 'other' || (this.kind === 'socket' && unread === 0 && this.brokenBy === undefined)) this.delivered = this.written;
-    const before = this.pendingHead;
-    while (this.pendingHead < this.pendingSeqs.length && this.pendingEnds[this.pendingHead]! <= this.delivered) this.pendingHead++;
-    if (this.pendingHead > before) this.spool?.confirm(this.pendingSeqs[this.pendingHead - 1]!);
-    if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pendingSeqs.length) {
-      this.pendingSeqs = this.pendingSeqs.slice(this.pendingHead);
-      this.pendingEnds = this.pendingEnds.slice(this.pendingHead);
-      this.pendingHead = 0;
+  private readerGone(errno: number, firstPending = native.outStatus()[2]): void {
+    this.brokenBy = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+    const first = firstPending >= 0n ? firstPending : this.nextSeq[0]!;
+    if (this.spool && this.spool.brokenAt === undefined) {
+      this.log(`journal reader gone (${this.brokenBy}) before frame #${first}: the frames go on into the spool ${this.spool.dir}, nothing is lost; serve them with: tfs-broadcast --log ${this.spool.dir} SOCKET < /dev/null`);
+    } else {
+      this.log(`JOURNAL READER GONE (${this.brokenBy}): frames from #${first} on are NOT delivered; the filesystem keeps working`);
     }
   }
 
   /** Records how far the reader got (before the process ends). */
   finish(): void {
-    if (this.brokenBy === undefined) this.refresh();
+    if (this.brokenBy === undefined) this.status();
   }
-}
-
-function skipBytes(buffers: Uint8Array[], n: number): Uint8Array[] {
-  let i = 0;
-  while (i < buffers.length && n >= buffers[i]!.length) n -= buffers[i++]!.length;
-  if (i === buffers.length) return [];
-  const rest = buffers.slice(i);
-  rest[0] = rest[0]!.subarray(n);
-  return rest;
 }

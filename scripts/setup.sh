@@ -27,7 +27,7 @@ fi
 
 # npm dependencies: reinstall only when the lock file or the patch changed (better-sqlite3 compiles ~2 min).
 stamp=node_modules/.tfs-setup-stamp
-want=$(cat package-lock.json patches/*.patch | sha256sum | cut -d' ' -f1)
+want=$(sha256sum < package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "installing npm dependencies"
   # npm install, not npm ci: npm 11 leaves other platforms' optional packages out of the lock file and then ci refuses it.

@@ -30,6 +30,10 @@ export class FrameEncoder {
     return this.nextSeq;
   }
 
+  set seq(next: bigint) {
+    this.nextSeq = next;
+  }
+
   /** Encodes a whole frame (metadata and a copy of the data) into the shared buffer. */
   encode(type: FrameType, meta: unknown, data: Uint8Array = ZEROS.subarray(0, 0)): Buffer {
     const parts = this.encodeParts(type, meta, data, true);

@@ -1,4 +1,4 @@
-// Types for fuse-native 2.2.6 as patched by patches/fuse-native+2.2.6.patch (only what TFS uses).
+// Types of TFS's fork of fuse-native (this directory; only what TFS uses).
 declare module 'fuse-native' {
   namespace Fuse {
   type Cb = (code: number) => void;
@@ -50,6 +50,24 @@ declare module 'fuse-native' {
     fsname?: string; subtype?: string; attrTimeout?: number; entryTimeout?: number; negativeTimeout?: number;
     bigWrites?: boolean; maxWrite?: number; hardRemove?: boolean; useIno?: boolean; options?: string[];
   }
+  /** The store order, the frame output and the native data path (order.c). One journal per process. */
+  interface Native {
+    /** Enters / leaves a store-order section on the main thread (nested sections count once). */
+    orderEnter(): void;
+    orderLeave(): void;
+    /** Makes fd the frame output (kind 0 other, 1 pipe, 2 socket); returns the memory of the next sequence number (u64). */
+    outOpen(fd: number, kind: number): ArrayBuffer;
+    /** Writes one frame whole (its parts in order); 0, or the errno that broke the output. */
+    outWrite(parts: Uint8Array[], seq: bigint): number;
+    /** [errno that broke the output or 0, last sequence number known taken or -1n, first written and not known taken or -1n]. */
+    outStatus(): [number, bigint, bigint];
+    /** Whether writes on announced handles may be handled natively. */
+    nativeWrites(on: boolean): void;
+    /** fd is an open file of the mount; id (0 until its OPEN is out) is the handle frames use. */
+    handle(fd: number, id: number, append: boolean): void;
+    /** fd is about to be closed. */
+    handleClosed(fd: number): void;
+  }
   }
   class Fuse {
     constructor(mnt: string, ops: Fuse.Operations, opts?: Fuse.Options);
@@ -59,6 +77,7 @@ declare module 'fuse-native' {
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
     static UTIME_NOW: bigint;
     static UTIME_OMIT: bigint;
+    static native: Fuse.Native;
   }
   export = Fuse;
 }

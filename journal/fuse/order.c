@@ -1,0 +1,360 @@
+// TFS: the store-order lock, the journal's frame output, and the native data path.
+//
+// Order: a frame must reach the output in the order the store saw its operation. JavaScript runs
+// every operation's store call and frame under this lock (the dispatch of a FUSE request to
+// JavaScript takes it on the main thread, and so does JavaScript's own work between requests:
+// snapshot turns, control requests). A WRITE on a handle JavaScript has already announced (its
+// OPEN is out) needs nothing from JavaScript: the libfuse worker thread takes the same lock,
+// pwrites the store and writes the frame, and answers the kernel without waking the main thread.
+// Whoever holds the lock is the only one touching the store through the mount and the only one
+// writing frames, so the output's order is the store's order, as it was with one thread. While
+// anything needs JavaScript to see every write (a snapshot session, a replica's copy being
+// tracked, a spool, a broken reader), JavaScript turns the native path off, under the lock: every
+// write after that goes to JavaScript, and none before it is still in flight.
+//
+// Reads of an open file are answered natively too (pread on the store descriptor): they journal
+// nothing, and the handle stays valid while the kernel has a read in flight on it.
+
+#include <node_api.h>
+#include <zlib.h>
+#include <pthread.h>
+#include <poll.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <linux/sockios.h>
+
+#include "order.h"
+
+#define FRAME_HEADER 32
+#define FRAME_WRITE 0x21
+#define OFF_CHECKSUM 28
+#define CHECK_EVERY 256
+
+typedef struct {
+  uint32_t id;      // the handle id frames use; 0: not announced (writes go to JavaScript)
+  uint8_t open;     // the descriptor is an open file of the mount (reads may go native)
+  uint8_t append;   // opened with O_APPEND: the frame carries where the write landed
+} tfs_handle_t;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int main_depth = 0;  // touched on the main thread only
+
+// Shared with JavaScript (a BigUint64Array over this memory): [0] the next frame's sequence number.
+static uint64_t shared_state[2];
+static volatile int native_on = 0;
+
+static tfs_handle_t *handles = NULL;
+static size_t handle_cap = 0;
+
+// The output and what is known of its delivery.
+enum { KIND_OTHER = 0, KIND_PIPE = 1, KIND_SOCKET = 2 };
+static int out_fd = -1, out_kind = KIND_OTHER, out_broken = 0;
+static uint64_t out_written = 0, out_delivered = 0;
+static uint64_t *pend_seq = NULL, *pend_end = NULL;
+static size_t pend_head = 0, pend_len = 0, pend_cap = 0;
+static int64_t last_confirmed = -1;
+
+void tfs_order_enter (void) {
+  if (main_depth++ == 0) pthread_mutex_lock(&lock);
+}
+
+void tfs_order_leave (void) {
+  if (--main_depth == 0) pthread_mutex_unlock(&lock);
+}
+
+// What the reader has taken: the bytes written less those still unread in a pipe; for a socket
+// only "everything" when its queue is empty; a file or /dev/null takes everything at once.
+static void out_refresh (void) {
+  int unread = -1;
+  if (out_kind == KIND_PIPE && ioctl(out_fd, FIONREAD, &unread) == 0) out_delivered = out_written - (uint64_t) unread;
+  else if (out_kind == KIND_OTHER || (out_kind == KIND_SOCKET && !out_broken && ioctl(out_fd, SIOCOUTQ, &unread) == 0 && unread == 0)) out_delivered = out_written;
+  while (pend_head < pend_len && pend_end[pend_head] <= out_delivered) last_confirmed = (int64_t) pend_seq[pend_head++];
+  if (pend_head > 4096 && pend_head * 2 > pend_len) {
+    memmove(pend_seq, pend_seq + pend_head, (pend_len - pend_head) * sizeof(uint64_t));
+    memmove(pend_end, pend_end + pend_head, (pend_len - pend_head) * sizeof(uint64_t));
+    pend_len -= pend_head;
+    pend_head = 0;
+  }
+}
+
+// Writes one frame (the lock held), whole: a blocking write is the journal's backpressure. Returns
+// 0, or the errno that broke the output (after which nothing more is written).
+static int out_write (struct iovec *iov, int count, uint64_t seq) {
+  shared_state[0] = seq + 1;
+  if (out_broken) return out_broken;
+  size_t total = 0;
+  for (int i = 0; i < count; i++) total += iov[i].iov_len;
+  if (pend_len == pend_cap) {
+    size_t cap = pend_cap ? pend_cap * 2 : 8192;
+    uint64_t *s = realloc(pend_seq, cap * sizeof(uint64_t)), *e = s ? realloc(pend_end, cap * sizeof(uint64_t)) : NULL;
+    if (s) pend_seq = s;
+    if (!e) return out_broken = ENOMEM;
+    pend_end = e;
+    pend_cap = cap;
+  }
+  pend_seq[pend_len] = seq;
+  pend_end[pend_len++] = out_written + total;
+  while (count > 0) {
+    ssize_t n = writev(out_fd, iov, count);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        // stdout may have been left non-blocking by whoever shares it: wait for room.
+        struct pollfd p = { .fd = out_fd, .events = POLLOUT };
+        poll(&p, 1, 100);
+        continue;
+      }
+      out_broken = errno;
+      if (out_kind == KIND_PIPE) out_refresh();  // a pipe still tells what its dead reader never took
+      return out_broken;
+    }
+    out_written += (uint64_t) n;
+    while (count > 0 && (size_t) n >= iov[0].iov_len) {
+      n -= iov[0].iov_len;
+      iov++;
+      count--;
+    }
+    if (count > 0) {
+      iov[0].iov_base = (char *) iov[0].iov_base + n;
+      iov[0].iov_len -= n;
+    }
+  }
+  if (pend_len - pend_head >= CHECK_EVERY) out_refresh();
+  return 0;
+}
+
+static tfs_handle_t *handle_of (uint64_t fh) {
+  return fh < handle_cap ? &handles[fh] : NULL;
+}
+
+static size_t put_uint (uint8_t *p, uint64_t v) {
+  if (v < 128) { p[0] = (uint8_t) v; return 1; }
+  if (v <= 0xff) { p[0] = 0xcc; p[1] = (uint8_t) v; return 2; }
+  if (v <= 0xffff) { p[0] = 0xcd; p[1] = v >> 8; p[2] = v; return 3; }
+  if (v <= 0xffffffffull) { p[0] = 0xce; for (int i = 0; i < 4; i++) p[1 + i] = v >> (24 - 8 * i); return 5; }
+  p[0] = 0xcf;
+  for (int i = 0; i < 8; i++) p[1 + i] = v >> (56 - 8 * i);
+  return 9;
+}
+
+static void put_le (uint8_t *p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; i++) p[i] = (uint8_t) (v >> (8 * i));
+}
+
+int tfs_native_write (uint64_t fh, const char *buf, size_t len, off_t offset, const uint32_t caller[3], int *res) {
+  if (!native_on) return 0;
+  pthread_mutex_lock(&lock);
+  tfs_handle_t *h = handle_of(fh);
+  if (!native_on || h == NULL || h->id == 0) {
+    pthread_mutex_unlock(&lock);
+    return 0;
+  }
+  ssize_t n;
+  if (h->append) {
+    // The store appends wherever the offset says: the frame carries where the data landed.
+    struct stat st;
+    n = fstat((int) fh, &st);
+    if (n == 0) {
+      offset = st.st_size;
+      n = write((int) fh, buf, len);
+    }
+  } else {
+    n = pwrite((int) fh, buf, len, offset);
+  }
+  if (n < 0) {
+    *res = -errno;
+    pthread_mutex_unlock(&lock);
+    return 1;
+  }
+  // Metadata {h: id, o: offset, c: [pid, uid, gid]} in plain msgpack, as shared/ops.ts has it.
+  uint8_t head[FRAME_HEADER + 64];
+  uint8_t *m = head + FRAME_HEADER;
+  size_t ml = 0;
+  m[ml++] = 0x83;
+  m[ml++] = 0xa1; m[ml++] = 'h'; ml += put_uint(m + ml, h->id);
+  m[ml++] = 0xa1; m[ml++] = 'o'; ml += put_uint(m + ml, (uint64_t) offset);
+  m[ml++] = 0xa1; m[ml++] = 'c'; m[ml++] = 0x93;
+  for (int i = 0; i < 3; i++) ml += put_uint(m + ml, caller[i]);
+  size_t body = FRAME_HEADER + ml + (size_t) n;
+  size_t length = (body + 15) & ~(size_t) 15;
+  uint64_t seq = shared_state[0];
+  memset(head, 0, FRAME_HEADER);
+  put_le(head, length, 4);
+  head[4] = FRAME_WRITE;
+  put_le(head + 6, ml, 2);
+  put_le(head + 8, seq, 8);
+  put_le(head + 16, (uint64_t) n, 4);
+  uLong c = crc32(0L, head, OFF_CHECKSUM);
+  c = crc32(c, m, (uInt) ml);
+  c = crc32(c, (const Bytef *) buf, (uInt) n);
+  put_le(head + OFF_CHECKSUM, c, 4);
+  static const uint8_t zeros[16] = {0};
+  struct iovec iov[3] = {
+    { head, FRAME_HEADER + ml },
+    { (void *) buf, (size_t) n },
+    { (void *) zeros, length - body },
+  };
+  if (out_write(iov, length > body ? 3 : 2, seq) != 0) native_on = 0;  // JavaScript reports it on its next frame
+  *res = (int) n;
+  pthread_mutex_unlock(&lock);
+  return 1;
+}
+
+int tfs_native_read (uint64_t fh, char *buf, size_t len, off_t offset, int *res) {
+  // A read journals nothing: it needs the lock only to look at the table (which may move when it
+  // grows). Its descriptor cannot be closed meanwhile: the kernel sends RELEASE after every read.
+  pthread_mutex_lock(&lock);
+  tfs_handle_t *h = handle_of(fh);
+  int ok = h != NULL && h->open;
+  pthread_mutex_unlock(&lock);
+  if (!ok) return 0;
+  ssize_t n = pread((int) fh, buf, len, offset);
+  *res = n < 0 ? -errno : (int) n;
+  return 1;
+}
+
+// ---- JavaScript side (all called on the main thread) ----
+
+#define ARGS(n) size_t argc = n; napi_value argv[n]; napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+
+static napi_value undefined (napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// orderEnter(), orderLeave(): JavaScript's store-order sections (nested ones count once).
+static napi_value js_order_enter (napi_env env, napi_callback_info info) {
+  tfs_order_enter();
+  return undefined(env);
+}
+
+static napi_value js_order_leave (napi_env env, napi_callback_info info) {
+  tfs_order_leave();
+  return undefined(env);
+}
+
+// outOpen(fd, kind): makes fd the output (0 other, 1 pipe, 2 socket), from a clean state; returns
+// the memory shared with JavaScript (a BigUint64Array: [0] = the next sequence number).
+static napi_value js_out_open (napi_env env, napi_callback_info info) {
+  ARGS(2)
+  tfs_order_enter();
+  napi_get_value_int32(env, argv[0], &out_fd);
+  napi_get_value_int32(env, argv[1], &out_kind);
+  native_on = 0;
+  out_broken = 0;
+  out_written = out_delivered = 0;
+  pend_head = pend_len = 0;
+  last_confirmed = -1;
+  tfs_order_leave();
+  napi_value ab;
+  napi_create_external_arraybuffer(env, shared_state, sizeof shared_state, NULL, NULL, &ab);
+  return ab;
+}
+
+// outWrite(parts[], seq) -> 0 or the errno that broke the output. The caller holds the order.
+static napi_value js_out_write (napi_env env, napi_callback_info info) {
+  ARGS(2)
+  uint32_t count;
+  napi_get_array_length(env, argv[0], &count);
+  struct iovec iov[8];
+  if (count > 8) {
+    napi_throw_range_error(env, NULL, "outWrite: a frame comes in at most 8 parts");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value part;
+    napi_get_element(env, argv[0], i, &part);
+    napi_typedarray_type type;
+    size_t length, offset;
+    void *data;
+    napi_value ab;
+    napi_get_typedarray_info(env, part, &type, &length, &data, &ab, &offset);
+    iov[i].iov_base = data;
+    iov[i].iov_len = length;
+  }
+  uint64_t seq;
+  bool lossless;
+  napi_get_value_bigint_uint64(env, argv[1], &seq, &lossless);
+  napi_value out;
+  napi_create_int32(env, out_write(iov, (int) count, seq), &out);
+  return out;
+}
+
+// outStatus() -> [errno that broke it or 0, last sequence number known taken or -1n, first sequence
+// number written and not known taken or -1n], after looking at what the reader has taken.
+static napi_value js_out_status (napi_env env, napi_callback_info info) {
+  if (!out_broken || out_kind != KIND_SOCKET) out_refresh();
+  napi_value arr, v;
+  napi_create_array_with_length(env, 3, &arr);
+  napi_create_int32(env, out_broken, &v);
+  napi_set_element(env, arr, 0, v);
+  napi_create_bigint_int64(env, last_confirmed, &v);
+  napi_set_element(env, arr, 1, v);
+  napi_create_bigint_int64(env, pend_head < pend_len ? (int64_t) pend_seq[pend_head] : -1, &v);
+  napi_set_element(env, arr, 2, v);
+  return arr;
+}
+
+// nativeWrites(on): whether writes on announced handles may bypass JavaScript. The caller holds the order.
+static napi_value js_native_writes (napi_env env, napi_callback_info info) {
+  ARGS(1)
+  bool on;
+  napi_get_value_bool(env, argv[0], &on);
+  native_on = on && !out_broken;
+  return undefined(env);
+}
+
+// handle(fd, id, append): fd is an open file of the mount; id != 0 once its OPEN is out. The
+// caller holds the order. handleClosed(fd): before the descriptor is closed.
+static napi_value js_handle (napi_env env, napi_callback_info info) {
+  ARGS(3)
+  int32_t fd;
+  uint32_t id;
+  bool append;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_value_uint32(env, argv[1], &id);
+  napi_get_value_bool(env, argv[2], &append);
+  if (fd < 0) return undefined(env);
+  if ((size_t) fd >= handle_cap) {
+    size_t cap = handle_cap ? handle_cap : 1024;
+    while (cap <= (size_t) fd) cap *= 2;
+    tfs_handle_t *grown = realloc(handles, cap * sizeof(tfs_handle_t));
+    if (grown == NULL) return undefined(env);  // the write path stays in JavaScript for this one
+    memset(grown + handle_cap, 0, (cap - handle_cap) * sizeof(tfs_handle_t));
+    handles = grown;
+    handle_cap = cap;
+  }
+  handles[fd].id = id;
+  handles[fd].open = 1;
+  handles[fd].append = append;
+  return undefined(env);
+}
+
+static napi_value js_handle_closed (napi_env env, napi_callback_info info) {
+  ARGS(1)
+  int32_t fd;
+  napi_get_value_int32(env, argv[0], &fd);
+  if (fd >= 0 && (size_t) fd < handle_cap) memset(&handles[fd], 0, sizeof(tfs_handle_t));
+  return undefined(env);
+}
+
+void tfs_order_export (napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "orderEnter", NULL, js_order_enter, NULL, NULL, NULL, napi_default, NULL },
+    { "orderLeave", NULL, js_order_leave, NULL, NULL, NULL, napi_default, NULL },
+    { "outOpen", NULL, js_out_open, NULL, NULL, NULL, napi_default, NULL },
+    { "outWrite", NULL, js_out_write, NULL, NULL, NULL, napi_default, NULL },
+    { "outStatus", NULL, js_out_status, NULL, NULL, NULL, napi_default, NULL },
+    { "nativeWrites", NULL, js_native_writes, NULL, NULL, NULL, napi_default, NULL },
+    { "handle", NULL, js_handle, NULL, NULL, NULL, napi_default, NULL },
+    { "handleClosed", NULL, js_handle_closed, NULL, NULL, NULL, napi_default, NULL },
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
