@@ -62,6 +62,21 @@ test('frames read back exactly from every position, across segments, while appen
   assert.deepEqual(readAll(r.cursor(301n)), [], 'past the end: nothing yet');
 });
 
+test('a cursor placed beyond what its reader last listed finds its frames once the reader looks again (a broadcaster serving a journal\'s spool)', (t) => {
+  const dir = tempLog(t);
+  const { header, frames } = stream(300);
+  const w = FrameLogWriter.open(dir, { segmentBytes: 20_000 });
+  w.setHeader(header);
+  for (const f of frames.slice(0, 50)) w.append([f]);
+  const r = FrameLog.openReader(dir); // lists the segments holding #1..#50
+  for (const f of frames.slice(50)) w.append([f]);
+  const later = r.cursor(250n);
+  assert.deepEqual(later.read(), [], 'not in the listing yet');
+  r.refresh();
+  assert.deepEqual(readAll(later), frames.slice(249), 'after a fresh listing, every frame from #250 on');
+  w.close();
+});
+
 test('a reader of a log that holds only the header waits for the first frame (a broadcaster started on a new spool)', (t) => {
   const dir = tempLog(t);
   const { header, frames } = stream(3);

@@ -252,9 +252,11 @@ export class LogCursor {
     const s = this.segment!;
     const i = Number(this.next - s.first);
     if (i >= this.indexLength && (this.loadIndex(), i >= this.indexLength)) {
-      // Caught up with this segment: the writer may have moved on to the next one.
+      // Caught up with this segment: the writer may have moved on to the next one. Or the cursor
+      // was placed from a listing older than `next` (segmentOf gave the last segment it knew):
+      // once a later segment begins at or before `next`, it is sought again.
       const after = this.log.nextSegment(s);
-      if (after === undefined || after.first !== this.next) return [];
+      if (after === undefined || after.first > this.next) return [];
       this.close();
       return this.read(maxBytes);
     }
@@ -475,6 +477,26 @@ export class FrameLogWriter extends FrameLog {
   subscribe(listener: () => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Lends the segment being appended to, so that another writer in this process (the journal's
+   * native write path) appends frames to it directly: its descriptors, first sequence number,
+   * size, and the last sequence number so far. None (null) before the first segment. Until
+   * `takeBack`, only that writer may append; `takeBack` must come before any other call.
+   */
+  lend(): { segFd: number; idxFd: number; first: bigint; size: number; last: bigint; limit: number } | null {
+    if (this.segFd < 0) return null;
+    return { segFd: this.segFd, idxFd: this.idxFd, first: this.segments.at(-1)!.first, size: this.segSize, last: this.last, limit: this.segmentBytes };
+  }
+
+  /** Takes the lent segment back, as the other writer left it (its size and last frame). */
+  takeBack(size: number, last: bigint): void {
+    if (last === this.last) return;
+    this.segSize = size;
+    this.last = last;
+    this.dirty = true;
+    for (const l of this.listeners) l();
   }
 
   /** Makes everything appended so far durable. */
