@@ -66,6 +66,7 @@ export class JournalFs {
     private readonly callerOf: () => Caller,
   ) {
     this.tree = new Tree(store, false);
+    native.storeRoot(this.tree.fd);
     this.sessions = new Sessions(
       {
         tree: this.tree,
@@ -258,6 +259,8 @@ export class JournalFs {
           const s = fs.statfsSync(this.store);
           return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 };
         }),
+      // getattr, fgetattr, readlink, getxattr, listxattr, flush and read are answered natively from
+      // the store once mounted (journal/fuse/order.c); these handlers are what they fall back to.
       getattr: (p, cb) => this.answer(cb, 'getattr', () => this.tree.lstat(fromFusePath(p))),
       // The patched channel gives every GETATTR of an open file a handle: answer from the open file.
       fgetattr: (p, fd, cb) => this.answer(cb, 'fgetattr', () => (this.open.has(fd) ? fstat(fd) : this.tree.lstat(fromFusePath(p ?? '/')))),
@@ -560,6 +563,7 @@ export class JournalFs {
       }
     }
     this.open.clear();
+    native.storeRoot(-1);
     this.tree.close();
   }
 }

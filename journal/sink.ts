@@ -45,6 +45,7 @@ export class FrameSink {
   /** Frames not even built since nobody takes them. */
   private skipped = 0;
   private firstSkipped: bigint | undefined;
+  private stopWatching: (() => void) | undefined;
 
   constructor(
     fd: number,
@@ -62,11 +63,11 @@ export class FrameSink {
   }
 
   /**
-   * Whether WRITE frames may be made natively: the stream runs, its reader is there, and there is
-   * no spool (whose appends are JavaScript's).
+   * Whether WRITE frames may be made natively: the stream runs, its reader is there, and a spool
+   * (if any) does not sync every frame. Native frames go to the spool's lent segment first.
    */
   get nativeOk(): boolean {
-    return this.started && this.brokenBy === undefined && this.spool === undefined;
+    return this.started && this.brokenBy === undefined && !(this.spool?.syncsEveryFrame ?? false);
   }
 
   /**
@@ -88,6 +89,10 @@ export class FrameSink {
         cursor.close();
       }
       this.nextSeq[0] = firstSeq;
+      if (this.spool) {
+        this.spool.lend();
+        this.stopWatching = this.watchSpool();
+      }
       for (const [op, data] of this.early.splice(0)) this.emit(op, data);
     });
   }
@@ -128,7 +133,12 @@ export class FrameSink {
         parts = p.pad.length > 0 ? [p.head, p.data, p.pad] : [p.head, p.data];
       }
       this.nextSeq[0] = seq + 1n;
-      this.spool?.append(parts, seq);
+      if (this.spool) {
+        // Native frames went to the spool meanwhile: it is taken back, appended to, and lent again.
+        this.spool.reclaim();
+        this.spool.append(parts, seq);
+        this.spool.lend();
+      }
       this.deliver(parts, seq);
       return seq;
     });
@@ -196,8 +206,24 @@ export class FrameSink {
     }
   }
 
+  /**
+   * Takes the spool back from native frames now and then, even when no JavaScript frame comes:
+   * its sync timer, its bound and what it may forget must see them. Returns the stopper.
+   */
+  private watchSpool(): () => void {
+    const timer = setInterval(() => ordered(() => {
+      this.spool!.reclaim();
+      this.spool!.lend();
+      if (this.brokenBy === undefined) this.status(); // what the reader took: the spool may forget it
+    }), 250);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
   /** Records how far the reader got (before the process ends). */
   finish(): void {
+    this.stopWatching?.();
+    if (this.spool) ordered(() => this.spool!.reclaim());
     if (this.brokenBy === undefined) this.status();
   }
 }

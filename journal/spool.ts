@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { Offset } from '../shared/frame';
 import { FrameLogWriter, LogCursor, SyncPolicy, segmentBytesFor } from '../shared/framelog';
 import { Tree } from '../shared/tree';
+import { native } from './order';
 
 export interface SpoolOptions {
   /** The spool never holds more: the oldest segments go (loudly, if no reader took them). */
@@ -110,6 +112,39 @@ export class Spool {
     return true;
   }
 
+  /** Whether every frame is synced as it is appended (native frames cannot be). */
+  get syncsEveryFrame(): boolean {
+    return this.options.sync === SyncPolicy.ALWAYS;
+  }
+
+  /**
+   * Lends the segment being appended to the native write path (journal/fuse/order.c), or tells it
+   * there is no working spool. Call in the store order; `reclaim` before touching the spool again.
+   */
+  lend(): void {
+    if (this.brokenAt !== undefined || this.syncsEveryFrame) return native.spoolNone();
+    const seg = this.log.lend();
+    if (seg === null) native.spoolLend(-1, -1, 0n, 0, 0n, 0);
+    else native.spoolLend(seg.segFd, seg.idxFd, seg.first, seg.size, seg.last, seg.limit);
+  }
+
+  /**
+   * Takes the segment back from the native write path, with what it appended; a frame it could
+   * not append (a full disk) is appended again here, with the same remedies as any other.
+   */
+  reclaim(): void {
+    const [size, last, appended, , failed] = native.spoolReclaim();
+    if (appended > 0) {
+      this.log.takeBack(size, last);
+      this.appends += appended;
+      if (this.appends >= CHECK_EVERY) {
+        this.appends = 0;
+        this.trim(this.options.maxBytes);
+      }
+    }
+    if (failed !== null) this.append([failed], failed.readBigUInt64LE(Offset.SEQ));
+  }
+
   /** The reader of stdout has taken every frame up to `seq`. */
   confirm(seq: bigint): void {
     if (seq <= this.confirmed) return;
@@ -138,6 +173,7 @@ export class Spool {
   }
 
   close(): void {
+    native.spoolNone();
     this.log.close();
   }
 }

@@ -8,7 +8,8 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # libfuse2 (fuse-native's runtime), libfuse-dev + pkg-config (to build the patched fuse-native),
 # fuse3 (fusermount); the rest are the real programs the tests and benchmarks drive.
 packages=(libfuse2 libfuse-dev fuse3 pkg-config build-essential python3 rsync attr acl git sqlite3 tar
-          bindfs stress-ng fio inotify-tools lsyncd util-linux procps psmisc openssh-client openssh-server openssl)
+          bindfs stress-ng fio inotify-tools lsyncd util-linux procps psmisc openssh-client openssh-server openssl
+          gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

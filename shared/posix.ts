@@ -32,8 +32,6 @@ export interface Posix {
   listxattrAt(dirfd: number, path: string, confined: boolean): Buffer;
   futimensNs(fd: number, atimeNs: bigint, mtimeNs: bigint): void;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
-  /** A pipe: bytes written and not yet taken by its reader. A socket: its send queue (0 = all taken, while the peer lives). Else -1. */
-  unreadBytes(fd: number): number;
   /** Takes an exclusive flock(2) without waiting: false when another open file holds it. */
   tryLock(fd: number): boolean;
   /** The first offset at or after `offset` holding data (SEEK_DATA); throws ENXIO when none does. */

@@ -1058,6 +1058,43 @@ static int tfs_fuse_read (const char *path, char *buf, size_t len, off_t offset,
   return fuse_native_read(path, buf, len, offset, info);
 }
 
+// TFS: requests that change nothing are answered from the store natively once it is known (order.c).
+static int tfs_fuse_getattr (const char *path, struct stat *st) {
+  int res;
+  if (tfs_native_getattr(path, st, &res)) return res;
+  return fuse_native_getattr(path, st);
+}
+
+static int tfs_fuse_fgetattr (const char *path, struct stat *st, struct fuse_file_info *info) {
+  int res;
+  if (tfs_native_fgetattr(path, info->fh, st, &res)) return res;
+  return fuse_native_fgetattr(path, st, info);
+}
+
+static int tfs_fuse_flush (const char *path, struct fuse_file_info *info) {
+  int res;
+  if (tfs_native_flush(&res)) return res;
+  return fuse_native_flush(path, info);
+}
+
+static int tfs_fuse_getxattr (const char *path, const char *name, char *value, size_t size) {
+  int res;
+  if (tfs_native_getxattr(path, name, value, size, &res)) return res;
+  return fuse_native_getxattr(path, name, value, size);
+}
+
+static int tfs_fuse_listxattr (const char *path, char *list, size_t size) {
+  int res;
+  if (tfs_native_listxattr(path, list, size, &res)) return res;
+  return fuse_native_listxattr(path, list, size);
+}
+
+static int tfs_fuse_readlink (const char *path, char *buf, size_t size) {
+  int res;
+  if (tfs_native_readlink(path, buf, size, &res)) return res;
+  return fuse_native_readlink(path, buf, size);
+}
+
 static void* start_fuse_thread (void *data) {
   fuse_thread_t *ft = (fuse_thread_t *) data;
   fuse_loop_mt(ft->fuse);
@@ -1096,19 +1133,19 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_access]) ops.access = fuse_native_access;
   if (implemented[op_truncate]) ops.truncate = fuse_native_truncate;
   if (implemented[op_ftruncate]) ops.ftruncate = fuse_native_ftruncate;
-  if (implemented[op_getattr]) ops.getattr = fuse_native_getattr;
-  if (implemented[op_fgetattr]) ops.fgetattr = fuse_native_fgetattr;
-  if (implemented[op_flush]) ops.flush = fuse_native_flush;
+  if (implemented[op_getattr]) ops.getattr = tfs_fuse_getattr;
+  if (implemented[op_fgetattr]) ops.fgetattr = tfs_fuse_fgetattr;
+  if (implemented[op_flush]) ops.flush = tfs_fuse_flush;
   if (implemented[op_fsync]) ops.fsync = fuse_native_fsync;
   if (implemented[op_fsyncdir]) ops.fsyncdir = fuse_native_fsyncdir;
   if (implemented[op_readdir]) ops.readdir = fuse_native_readdir;
-  if (implemented[op_readlink]) ops.readlink = fuse_native_readlink;
+  if (implemented[op_readlink]) ops.readlink = tfs_fuse_readlink;
   if (implemented[op_chown]) ops.chown = fuse_native_chown;
   if (implemented[op_chmod]) ops.chmod = fuse_native_chmod;
   if (implemented[op_mknod]) ops.mknod = fuse_native_mknod;
   if (implemented[op_setxattr]) ops.setxattr = fuse_native_setxattr;
-  if (implemented[op_getxattr]) ops.getxattr = fuse_native_getxattr;
-  if (implemented[op_listxattr]) ops.listxattr = fuse_native_listxattr;
+  if (implemented[op_getxattr]) ops.getxattr = tfs_fuse_getxattr;
+  if (implemented[op_listxattr]) ops.listxattr = tfs_fuse_listxattr;
   if (implemented[op_removexattr]) ops.removexattr = fuse_native_removexattr;
   if (implemented[op_statfs]) ops.statfs = fuse_native_statfs;
   if (implemented[op_open]) ops.open = fuse_native_open;

@@ -820,7 +820,11 @@ Fuse.native = {
   outStatus: binding.outStatus,
   nativeWrites: binding.nativeWrites,
   handle: binding.handle,
-  handleClosed: binding.handleClosed
+  handleClosed: binding.handleClosed,
+  storeRoot: binding.storeRoot,
+  spoolLend: binding.spoolLend,
+  spoolNone: binding.spoolNone,
+  spoolReclaim: binding.spoolReclaim
 }
 Fuse.UTIME_NOW = -1n
 Fuse.UTIME_OMIT = -2n

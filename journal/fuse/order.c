@@ -9,12 +9,16 @@
 // Whoever holds the lock is the only one touching the store through the mount and the only one
 // writing frames, so the output's order is the store's order, as it was with one thread. While
 // anything needs JavaScript to see every write (a snapshot session, a replica's copy being
-// tracked, a spool, a broken reader), JavaScript turns the native path off, under the lock: every
-// write after that goes to JavaScript, and none before it is still in flight.
+// tracked, a broken reader, a spool that syncs every frame), JavaScript turns the native path
+// off, under the lock: every write after that goes to JavaScript, and none before it is still in
+// flight. A spool is no reason: JavaScript lends its segment, and native frames are appended to
+// it before they go out, as JavaScript's are (see `spool` below).
 //
-// Reads of an open file are answered natively too (pread on the store descriptor): they journal
-// nothing, and the handle stays valid while the kernel has a read in flight on it.
+// Requests that change nothing are answered natively too, from the store: reads of an open file
+// (pread), getattr, flush, getxattr, listxattr and readlink. They journal nothing, so they need no
+// place in the order.
 
+#define _GNU_SOURCE  // O_PATH
 #include <node_api.h>
 #include <zlib.h>
 #include <pthread.h>
@@ -27,6 +31,9 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/xattr.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <linux/sockios.h>
 
 #include "order.h"
@@ -51,6 +58,24 @@ static volatile int native_on = 0;
 
 static tfs_handle_t *handles = NULL;
 static size_t handle_cap = 0;
+
+// The store's root directory (-1: none yet): read-only requests are answered from it natively.
+static int store_fd = -1;
+
+// The spool (tfs-journal --spool): JavaScript lends the segment being appended to, and a native
+// frame goes there before it goes to the output, as JavaScript's frames do. A frame that does not
+// fit in the segment goes through JavaScript (which starts the next one). A failed append is cut
+// back and the frame kept, and native writes stop: JavaScript appends it again (making room, or
+// saying the spool broke) before anything else touches the spool.
+static struct {
+  int required;             // there is a working spool: no native frame without it
+  int seg, idx;             // the lent segment and its index (-1: not lent)
+  uint64_t first, size, last, limit;
+  uint64_t appended;        // native appends since JavaScript last took the segment back
+  int failed;               // errno of the append that failed (0: none)
+  uint8_t *failed_frame;
+  size_t failed_len;
+} spool = { 0, -1, -1, 0, 0, 0, 0, 0, 0, NULL, 0 };
 
 // The output and what is known of its delivery.
 enum { KIND_OTHER = 0, KIND_PIPE = 1, KIND_SOCKET = 2 };
@@ -133,6 +158,59 @@ static tfs_handle_t *handle_of (uint64_t fh) {
   return fh < handle_cap ? &handles[fh] : NULL;
 }
 
+// Appends one frame to the lent segment (the lock held); 0, or the errno it failed with.
+static int spool_append (const struct iovec *iov, int count, size_t length, uint64_t seq) {
+  struct iovec rest[3];
+  memcpy(rest, iov, count * sizeof(struct iovec));
+  struct iovec *r = rest;
+  off_t start = (off_t) spool.size;
+  size_t done = 0;
+  int err = 0;
+  while (done < length) {
+    ssize_t n = pwritev(spool.seg, r, count, start + (off_t) done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    done += (size_t) n;
+    while (count > 0 && (size_t) n >= r[0].iov_len) {
+      n -= r[0].iov_len;
+      r++;
+      count--;
+    }
+    if (count > 0) {
+      r[0].iov_base = (char *) r[0].iov_base + n;
+      r[0].iov_len -= n;
+    }
+  }
+  off_t entry_at = (off_t) ((seq - spool.first) * 8);
+  if (err == 0) {
+    uint8_t entry[8];
+    for (int i = 0; i < 8; i++) entry[i] = (uint8_t) ((spool.size + length) >> (8 * i));
+    if (pwrite(spool.idx, entry, 8, entry_at) != 8) err = errno ? errno : EIO;
+  }
+  if (err != 0) {
+    // Never part of a frame in the log; the frame is kept for JavaScript to append again.
+    if (ftruncate(spool.seg, start) != 0 || ftruncate(spool.idx, entry_at) != 0) { /* the next open cuts the tail back */ }
+    spool.failed_frame = malloc(length);
+    if (spool.failed_frame != NULL) {
+      size_t at = 0;
+      for (int i = 0; i < 3 && at < length; i++) {
+        memcpy(spool.failed_frame + at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+      }
+      spool.failed_len = length;
+    }
+    spool.failed = err;
+    return err;
+  }
+  spool.size += length;
+  spool.last = seq;
+  spool.appended++;
+  return 0;
+}
+
 static size_t put_uint (uint8_t *p, uint64_t v) {
   if (v < 128) { p[0] = (uint8_t) v; return 1; }
   if (v <= 0xff) { p[0] = 0xcc; p[1] = (uint8_t) v; return 2; }
@@ -151,7 +229,9 @@ int tfs_native_write (uint64_t fh, const char *buf, size_t len, off_t offset, co
   if (!native_on) return 0;
   pthread_mutex_lock(&lock);
   tfs_handle_t *h = handle_of(fh);
-  if (!native_on || h == NULL || h->id == 0) {
+  // The frame must fit in the spool's segment whatever its metadata (at most 64 bytes) and padding.
+  int no_room = spool.required && (spool.seg < 0 || spool.size + FRAME_HEADER + 64 + len + 15 > spool.limit);
+  if (!native_on || h == NULL || h->id == 0 || no_room) {
     pthread_mutex_unlock(&lock);
     return 0;
   }
@@ -200,7 +280,9 @@ int tfs_native_write (uint64_t fh, const char *buf, size_t len, off_t offset, co
     { (void *) buf, (size_t) n },
     { (void *) zeros, length - body },
   };
-  if (out_write(iov, length > body ? 3 : 2, seq) != 0) native_on = 0;  // JavaScript reports it on its next frame
+  int count = length > body ? 3 : 2;
+  if (spool.required && spool_append(iov, count, length, seq) != 0) native_on = 0;
+  if (out_write(iov, count, seq) != 0) native_on = 0;  // JavaScript reports it on its next frame
   *res = (int) n;
   pthread_mutex_unlock(&lock);
   return 1;
@@ -216,6 +298,89 @@ int tfs_native_read (uint64_t fh, char *buf, size_t len, off_t offset, int *res)
   if (!ok) return 0;
   ssize_t n = pread((int) fh, buf, len, offset);
   *res = n < 0 ? -errno : (int) n;
+  return 1;
+}
+
+// ---- Read-only requests: answered from the store, natively (they journal nothing) ----
+
+/** The store-relative path of a FUSE path ("." for the root). */
+static const char *store_path (const char *path) {
+  while (*path == '/') path++;
+  return *path ? path : ".";
+}
+
+int tfs_native_getattr (const char *path, struct stat *st, int *res) {
+  if (store_fd < 0 || path == NULL) return 0;
+  *res = fstatat(store_fd, store_path(path), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
+  return 1;
+}
+
+int tfs_native_fgetattr (const char *path, uint64_t fh, struct stat *st, int *res) {
+  if (store_fd < 0) return 0;
+  pthread_mutex_lock(&lock);
+  tfs_handle_t *h = handle_of(fh);
+  int open = h != NULL && h->open;
+  pthread_mutex_unlock(&lock);
+  // An open file answers from its descriptor (also once its last name is gone).
+  if (open) {
+    *res = fstat((int) fh, st) == 0 ? 0 : -errno;
+    return 1;
+  }
+  return tfs_native_getattr(path, st, res);
+}
+
+int tfs_native_flush (int *res) {
+  // A close journals nothing (RELEASE does, once the last descriptor goes) and the store's data
+  // is written already: nothing to do, without a trip to JavaScript.
+  if (store_fd < 0) return 0;
+  *res = 0;
+  return 1;
+}
+
+/** An entry's extended attributes are read through an O_PATH descriptor (there is no getxattrat). */
+static int xattr_entry (const char *path, char proc[64]) {
+  int fd = openat(store_fd, store_path(path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) snprintf(proc, 64, "/proc/self/fd/%d", fd);
+  return fd;
+}
+
+int tfs_native_getxattr (const char *path, const char *name, char *value, size_t size, int *res) {
+  if (store_fd < 0 || path == NULL) return 0;
+  char proc[64];
+  int fd = xattr_entry(path, proc);
+  if (fd < 0) {
+    *res = -errno;
+    return 1;
+  }
+  ssize_t n = getxattr(proc, name, value, size);
+  *res = n < 0 ? -errno : (int) n;
+  close(fd);
+  return 1;
+}
+
+int tfs_native_listxattr (const char *path, char *list, size_t size, int *res) {
+  if (store_fd < 0 || path == NULL) return 0;
+  char proc[64];
+  int fd = xattr_entry(path, proc);
+  if (fd < 0) {
+    *res = -errno;
+    return 1;
+  }
+  ssize_t n = listxattr(proc, list, size);
+  *res = n < 0 ? -errno : (int) n;
+  close(fd);
+  return 1;
+}
+
+int tfs_native_readlink (const char *path, char *buf, size_t size, int *res) {
+  if (store_fd < 0 || path == NULL || size == 0) return 0;
+  ssize_t n = readlinkat(store_fd, store_path(path), buf, size - 1);
+  if (n < 0) {
+    *res = -errno;
+    return 1;
+  }
+  buf[n] = '\0';  // libfuse wants it NUL-terminated (and truncated to fit)
+  *res = 0;
   return 1;
 }
 
@@ -252,6 +417,8 @@ static napi_value js_out_open (napi_env env, napi_callback_info info) {
   out_written = out_delivered = 0;
   pend_head = pend_len = 0;
   last_confirmed = -1;
+  spool.required = 0;
+  spool.seg = spool.idx = -1;
   tfs_order_leave();
   napi_value ab;
   napi_create_external_arraybuffer(env, shared_state, sizeof shared_state, NULL, NULL, &ab);
@@ -307,7 +474,7 @@ static napi_value js_native_writes (napi_env env, napi_callback_info info) {
   ARGS(1)
   bool on;
   napi_get_value_bool(env, argv[0], &on);
-  native_on = on && !out_broken;
+  native_on = on && !out_broken && !spool.failed;
   return undefined(env);
 }
 
@@ -345,6 +512,66 @@ static napi_value js_handle_closed (napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+// spoolLend(segFd, idxFd, first, size, last, limit): the spool's segment is lent (segFd -1: there
+// is a spool but no segment yet). spoolNone(): no spool (or a broken one): frames only go out.
+static napi_value js_spool_lend (napi_env env, napi_callback_info info) {
+  ARGS(6)
+  bool lossless;
+  int64_t size, limit;
+  napi_get_value_int32(env, argv[0], &spool.seg);
+  napi_get_value_int32(env, argv[1], &spool.idx);
+  napi_get_value_bigint_uint64(env, argv[2], &spool.first, &lossless);
+  napi_get_value_int64(env, argv[3], &size);
+  napi_get_value_bigint_uint64(env, argv[4], &spool.last, &lossless);
+  napi_get_value_int64(env, argv[5], &limit);
+  spool.size = (uint64_t) size;
+  spool.limit = (uint64_t) limit;
+  spool.required = 1;
+  spool.appended = 0;
+  return undefined(env);
+}
+
+static napi_value js_spool_none (napi_env env, napi_callback_info info) {
+  spool.required = 0;
+  spool.seg = spool.idx = -1;
+  return undefined(env);
+}
+
+// spoolReclaim() -> [size, last seq, native appends, errno of a failed append or 0, its frame or
+// null]: takes the segment back (no native frame until it is lent again).
+static napi_value js_spool_reclaim (napi_env env, napi_callback_info info) {
+  napi_value arr, v;
+  napi_create_array_with_length(env, 5, &arr);
+  napi_create_int64(env, (int64_t) spool.size, &v);
+  napi_set_element(env, arr, 0, v);
+  napi_create_bigint_uint64(env, spool.last, &v);
+  napi_set_element(env, arr, 1, v);
+  napi_create_int64(env, (int64_t) spool.appended, &v);
+  napi_set_element(env, arr, 2, v);
+  napi_create_int32(env, spool.failed, &v);
+  napi_set_element(env, arr, 3, v);
+  if (spool.failed_frame != NULL) {
+    void *copy;
+    napi_create_buffer_copy(env, spool.failed_len, spool.failed_frame, &copy, &v);
+    free(spool.failed_frame);
+    spool.failed_frame = NULL;
+  } else {
+    napi_get_null(env, &v);
+  }
+  napi_set_element(env, arr, 4, v);
+  spool.seg = spool.idx = -1;
+  spool.appended = 0;
+  spool.failed = 0;
+  return arr;
+}
+
+// storeRoot(fd): the store's root directory; from now on read-only requests are answered natively.
+static napi_value js_store_root (napi_env env, napi_callback_info info) {
+  ARGS(1)
+  napi_get_value_int32(env, argv[0], &store_fd);
+  return undefined(env);
+}
+
 void tfs_order_export (napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "orderEnter", NULL, js_order_enter, NULL, NULL, NULL, napi_default, NULL },
@@ -355,6 +582,10 @@ void tfs_order_export (napi_env env, napi_value exports) {
     { "nativeWrites", NULL, js_native_writes, NULL, NULL, NULL, napi_default, NULL },
     { "handle", NULL, js_handle, NULL, NULL, NULL, napi_default, NULL },
     { "handleClosed", NULL, js_handle_closed, NULL, NULL, NULL, napi_default, NULL },
+    { "storeRoot", NULL, js_store_root, NULL, NULL, NULL, napi_default, NULL },
+    { "spoolLend", NULL, js_spool_lend, NULL, NULL, NULL, napi_default, NULL },
+    { "spoolNone", NULL, js_spool_none, NULL, NULL, NULL, napi_default, NULL },
+    { "spoolReclaim", NULL, js_spool_reclaim, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

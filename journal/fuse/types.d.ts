@@ -67,6 +67,14 @@ declare module 'fuse-native' {
     handle(fd: number, id: number, append: boolean): void;
     /** fd is about to be closed. */
     handleClosed(fd: number): void;
+    /** The store's root directory: getattr, flush, getxattr, listxattr, readlink and reads are answered from it natively. */
+    storeRoot(fd: number): void;
+    /** Lends the spool's segment to native frames (segFd -1: a spool without a segment yet). */
+    spoolLend(segFd: number, idxFd: number, first: bigint, size: number, last: bigint, limit: number): void;
+    /** No spool (or a broken one): native frames only go out. */
+    spoolNone(): void;
+    /** Takes the segment back: [size, last seq, native appends, errno of a failed append or 0, that frame or null]. */
+    spoolReclaim(): [number, bigint, number, number, Buffer | null];
   }
   }
   class Fuse {

@@ -15,13 +15,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
-#include <linux/sockios.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -511,25 +509,6 @@ static napi_value fallocate_(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// unreadBytes(fd) -> for a pipe, the bytes written that its reader has not taken (FIONREAD answers
-// on either end, also once the reader has closed); for a socket, its send queue (SIOCOUTQ: kernel
-// memory, not bytes, and emptied when the peer closes: only 0 while the peer lives means "all
-// taken"); -1 for anything else.
-static napi_value unread_bytes(napi_env env, napi_callback_info info) {
-  ARGS(1)
-  int32_t fd;
-  if (get_int(env, argv[0], &fd)) return NULL;
-  struct stat st;
-  int n = -1;
-  if (fstat(fd, &st) == 0) {
-    if (S_ISFIFO(st.st_mode) && ioctl(fd, FIONREAD, &n) != 0) n = -1;
-    if (S_ISSOCK(st.st_mode) && ioctl(fd, SIOCOUTQ, &n) != 0) n = -1;
-  }
-  napi_value out;
-  napi_create_int32(env, n, &out);
-  return out;
-}
-
 // seekData(fd, offset) -> the first offset at or after `offset` that holds data (SEEK_DATA);
 // throws ENXIO when there is none (only a hole, or the end, follows).
 static napi_value seek_data(napi_env env, napi_callback_info info) {
@@ -606,7 +585,6 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("listxattrAt", listxattr_at),
     FN("futimensNs", futimens_ns),
     FN("fallocate", fallocate_),
-    FN("unreadBytes", unread_bytes),
     FN("tryLock", try_lock),
     FN("seekData", seek_data),
     FN("syncfs", syncfs_),
