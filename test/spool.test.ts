@@ -4,6 +4,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { FrameDecoder } from '../shared/decoder';
+import { FrameType } from '../shared/frame';
 import { FrameLog } from '../shared/framelog';
 import { BIN, dirs, exitOf, smallDisk, start, startJournal, startPipeline, tempDir, treeDiff, unmount, waitFor } from './harness';
 import { edgeCases, makeArchive, tarExtract } from './workloads';
@@ -99,6 +101,32 @@ test('a full disk under the spool is said loudly and never corrupts it; the file
   let n = 0n;
   for (let frames = cursor.read(); frames.length > 0; frames = cursor.read()) n += BigInt(frames.length);
   assert.equal(n, log.lastSeq - log.firstSeq + 1n);
+});
+
+test('a full disk under the spool while writes go native: the frame that did not fit is appended again by JavaScript, the spool stays whole, the reader gets everything', { timeout: 60_000 }, async (t) => {
+  const base = tempDir(t, 'spoolfull-native');
+  const [store, mnt] = dirs(base, 'store', 'mnt');
+  const spool = path.join(base, 'small', 'spool');
+  const taken = path.join(base, 'taken');
+  smallDisk(path.join(base, 'small'), '2m');
+  const { journal, reader } = await startPipeline(t, store!, mnt!, 'sh', ['-c', `cat > '${taken}'`], ['--spool', spool, '--spool-max', '100M']);
+  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(mnt!, `big${i}`), Buffer.alloc(1 << 20, i));
+  await waitFor(() => /SPOOL BROKEN: .*ENOSPC/.test(journal.stderr()), 5000, 'the broken spool to be reported');
+  unmount(mnt!);
+  assert.equal(await exitOf(journal), 0, `the reader took every frame: ${journal.stderr()}`);
+  assert.equal(await exitOf(reader), 0);
+  const brokenAt = BigInt(/Frames from #(\d+) on are NOT spooled/.exec(journal.stderr())![1]!);
+  const stream = [...new FrameDecoder().push(fs.readFileSync(taken))];
+  const failed = stream.find((f) => f.seq === brokenAt)!;
+  assert.equal(failed.type, FrameType.WRITE);
+  assert.equal(failed.meta[0], 0x83, 'the frame that broke the spool was made natively (its native append failed first)');
+  const log = FrameLog.openReader(spool);
+  assert.equal(log.lastSeq, brokenAt - 1n, 'the spool ends right before it');
+  const cursor = log.cursor(log.firstSeq);
+  let n = 0n;
+  for (let frames = cursor.read(); frames.length > 0; frames = cursor.read()) n += BigInt(frames.length);
+  assert.equal(n, log.lastSeq - log.firstSeq + 1n, 'whole, every checksum right');
+  assert.ok(stream.some((f) => f.type === FrameType.WRITE && f.meta[0] === 0x83 && f.seq < brokenAt), 'native frames were spooled before');
 });
 
 test('a full disk under the broadcaster\'s log stops it with an error naming the frame; the log stays whole', { timeout: 60_000 }, async (t) => {
