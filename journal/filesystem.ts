@@ -49,7 +49,7 @@ const NO_ID = 0xffffffff;
  * handle whose OPEN is out is handled on its libfuse thread, natively (journal/fuse/order.c),
  * under the store-order lock that every JavaScript handler also runs under, so the argument
  * holds with that lock in place of the one thread. While a snapshot session runs or a copy is
- * tracked (both need to see every write), or with a spool, every write comes here.
+ * tracked (both need to see every write), every write comes here (`updateNative`).
  */
 export class JournalFs {
   private readonly open = new Map<number, OpenFile>();

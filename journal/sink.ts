@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { FrameEncoder } from '../shared/encoder';
-import { Offset } from '../shared/frame';
 import { OpInput, opMeta } from '../shared/ops';
 import { native, ordered } from './order';
 import { Spool } from './spool';
@@ -84,7 +83,7 @@ export class FrameSink {
       if (replayFrom !== undefined && this.spool) {
         const cursor = this.spool.cursor(replayFrom);
         for (let frames = cursor.read(); frames.length > 0 && this.brokenBy === undefined; frames = cursor.read()) {
-          for (const f of frames) this.deliver([f.bytes], Buffer.from(f.bytes.buffer, f.bytes.byteOffset, f.bytes.length).readBigUInt64LE(Offset.SEQ));
+          for (const f of frames) this.deliver([f.bytes], f.seq);
         }
         cursor.close();
       }
