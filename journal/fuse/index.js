@@ -822,6 +822,7 @@ Fuse.native = {
   handle: binding.handle,
   handleClosed: binding.handleClosed,
   storeRoot: binding.storeRoot,
+  released: binding.released,
   spoolLend: binding.spoolLend,
   spoolNone: binding.spoolNone,
   spoolReclaim: binding.spoolReclaim

@@ -40,13 +40,15 @@
 
 #define FRAME_HEADER 32
 #define FRAME_WRITE 0x21
+#define FRAME_RELEASE 0x25
 #define OFF_CHECKSUM 28
 #define CHECK_EVERY 256
 
 typedef struct {
-  uint32_t id;      // the handle id frames use; 0: not announced (writes go to JavaScript)
-  uint8_t open;     // the descriptor is an open file of the mount (reads may go native)
-  uint8_t append;   // opened with O_APPEND: the frame carries where the write landed
+  uint32_t id;        // the handle id frames use (JavaScript's, also before its OPEN is out)
+  uint8_t open;       // the descriptor is an open file of the mount (reads may go native)
+  uint8_t announced;  // its OPEN frame is out: writes may go native
+  uint8_t append;     // opened with O_APPEND: the frame carries where the write landed
 } tfs_handle_t;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -58,6 +60,11 @@ static volatile int native_on = 0;
 
 static tfs_handle_t *handles = NULL;
 static size_t handle_cap = 0;
+
+// Handles released natively that JavaScript has not yet forgotten (`released()` hands them over).
+typedef struct { int32_t fd; uint32_t id; } tfs_released_t;
+static tfs_released_t *released = NULL;
+static size_t released_len = 0, released_cap = 0;
 
 // The store's root directory (-1: none yet): read-only requests are answered from it natively.
 static int store_fd = -1;
@@ -160,6 +167,7 @@ static tfs_handle_t *handle_of (uint64_t fh) {
 
 // Appends one frame to the lent segment (the lock held); 0, or the errno it failed with.
 static int spool_append (const struct iovec *iov, int count, size_t length, uint64_t seq) {
+  const int count0 = count;
   struct iovec rest[3];
   memcpy(rest, iov, count * sizeof(struct iovec));
   struct iovec *r = rest;
@@ -196,8 +204,8 @@ static int spool_append (const struct iovec *iov, int count, size_t length, uint
     spool.failed_frame = malloc(length);
     if (spool.failed_frame != NULL) {
       size_t at = 0;
-      for (int i = 0; i < 3 && at < length; i++) {
-        memcpy(spool.failed_frame + at, iov[i].iov_base, iov[i].iov_len);
+      for (int i = 0; i < count0 && at < length; i++) {
+        if (iov[i].iov_len > 0) memcpy(spool.failed_frame + at, iov[i].iov_base, iov[i].iov_len);
         at += iov[i].iov_len;
       }
       spool.failed_len = length;
@@ -225,13 +233,61 @@ static void put_le (uint8_t *p, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; i++) p[i] = (uint8_t) (v >> (8 * i));
 }
 
+/** msgpack of a signed 64-bit integer (a time in nanoseconds), always 9 bytes. */
+static size_t put_int64 (uint8_t *p, int64_t v) {
+  p[0] = 0xd3;
+  for (int i = 0; i < 8; i++) p[1 + i] = (uint8_t) ((uint64_t) v >> (56 - 8 * i));
+  return 9;
+}
+
+/** Whether a frame of `data` bytes (metadata at most 64) fits where it must go first: the spool's segment. */
+static int room_for (size_t data) {
+  return !spool.required || (spool.seg >= 0 && spool.size + FRAME_HEADER + 64 + data + 15 <= spool.limit);
+}
+
+/**
+ * Emits one frame (the lock held): `head` holds FRAME_HEADER bytes of room and then `ml` bytes of
+ * metadata; `data` (n bytes) follows from where it lies. Numbered, checksummed, appended to the
+ * spool, written out. A failure of either turns the native path off: JavaScript takes it from there.
+ */
+static void emit_frame (uint8_t type, uint8_t *head, size_t ml, const void *data, size_t n) {
+  size_t body = FRAME_HEADER + ml + n;
+  size_t length = (body + 15) & ~(size_t) 15;
+  uint64_t seq = shared_state[0];
+  memset(head, 0, FRAME_HEADER);
+  put_le(head, length, 4);
+  head[4] = type;
+  put_le(head + 6, ml, 2);
+  put_le(head + 8, seq, 8);
+  put_le(head + 16, (uint64_t) n, 4);
+  uLong c = crc32(0L, head, OFF_CHECKSUM);
+  c = crc32(c, head + FRAME_HEADER, (uInt) ml);
+  if (n > 0) c = crc32(c, (const Bytef *) data, (uInt) n);
+  put_le(head + OFF_CHECKSUM, c, 4);
+  static const uint8_t zeros[16] = {0};
+  struct iovec iov[3] = {
+    { head, FRAME_HEADER + ml },
+    { (void *) data, n },
+    { (void *) zeros, length - body },
+  };
+  // Empty parts are harmless to writev; the spool copy of a failed append skips them too.
+  if (spool.required && spool_append(iov, 3, length, seq) != 0) native_on = 0;
+  if (out_write(iov, 3, seq) != 0) native_on = 0;  // JavaScript reports it on its next frame
+}
+
+/** The caller tag {c: [pid, uid, gid]} (msgpack key and value) at `m`. */
+static size_t put_caller (uint8_t *m, const uint32_t caller[3]) {
+  size_t ml = 0;
+  m[ml++] = 0xa1; m[ml++] = 'c'; m[ml++] = 0x93;
+  for (int i = 0; i < 3; i++) ml += put_uint(m + ml, caller[i]);
+  return ml;
+}
+
 int tfs_native_write (uint64_t fh, const char *buf, size_t len, off_t offset, const uint32_t caller[3], int *res) {
   if (!native_on) return 0;
   pthread_mutex_lock(&lock);
   tfs_handle_t *h = handle_of(fh);
-  // The frame must fit in the spool's segment whatever its metadata (at most 64 bytes) and padding.
-  int no_room = spool.required && (spool.seg < 0 || spool.size + FRAME_HEADER + 64 + len + 15 > spool.limit);
-  if (!native_on || h == NULL || h->id == 0 || no_room) {
+  if (!native_on || h == NULL || !h->announced || !room_for(len)) {
     pthread_mutex_unlock(&lock);
     return 0;
   }
@@ -259,31 +315,50 @@ int tfs_native_write (uint64_t fh, const char *buf, size_t len, off_t offset, co
   m[ml++] = 0x83;
   m[ml++] = 0xa1; m[ml++] = 'h'; ml += put_uint(m + ml, h->id);
   m[ml++] = 0xa1; m[ml++] = 'o'; ml += put_uint(m + ml, (uint64_t) offset);
-  m[ml++] = 0xa1; m[ml++] = 'c'; m[ml++] = 0x93;
-  for (int i = 0; i < 3; i++) ml += put_uint(m + ml, caller[i]);
-  size_t body = FRAME_HEADER + ml + (size_t) n;
-  size_t length = (body + 15) & ~(size_t) 15;
-  uint64_t seq = shared_state[0];
-  memset(head, 0, FRAME_HEADER);
-  put_le(head, length, 4);
-  head[4] = FRAME_WRITE;
-  put_le(head + 6, ml, 2);
-  put_le(head + 8, seq, 8);
-  put_le(head + 16, (uint64_t) n, 4);
-  uLong c = crc32(0L, head, OFF_CHECKSUM);
-  c = crc32(c, m, (uInt) ml);
-  c = crc32(c, (const Bytef *) buf, (uInt) n);
-  put_le(head + OFF_CHECKSUM, c, 4);
-  static const uint8_t zeros[16] = {0};
-  struct iovec iov[3] = {
-    { head, FRAME_HEADER + ml },
-    { (void *) buf, (size_t) n },
-    { (void *) zeros, length - body },
-  };
-  int count = length > body ? 3 : 2;
-  if (spool.required && spool_append(iov, count, length, seq) != 0) native_on = 0;
-  if (out_write(iov, count, seq) != 0) native_on = 0;  // JavaScript reports it on its next frame
+  ml += put_caller(m + ml, caller);
+  emit_frame(FRAME_WRITE, head, ml, buf, (size_t) n);
   *res = (int) n;
+  pthread_mutex_unlock(&lock);
+  return 1;
+}
+
+int tfs_native_release (uint64_t fh, const uint32_t caller[3], int *res) {
+  if (!native_on) return 0;
+  pthread_mutex_lock(&lock);
+  tfs_handle_t *h = handle_of(fh);
+  struct stat st;
+  if (!native_on || h == NULL || !h->open || !room_for(0) || fstat((int) fh, &st) != 0) {
+    pthread_mutex_unlock(&lock);
+    return 0;
+  }
+  if (released_len == released_cap) {
+    size_t cap = released_cap ? released_cap * 2 : 256;
+    tfs_released_t *grown = realloc(released, cap * sizeof(tfs_released_t));
+    if (grown == NULL) {
+      pthread_mutex_unlock(&lock);
+      return 0;
+    }
+    released = grown;
+    released_cap = cap;
+  }
+  if (h->announced) {
+    // Metadata {h: id, t: [atime, mtime], c: [pid, uid, gid]}: the times the file is left with.
+    uint8_t head[FRAME_HEADER + 64];
+    uint8_t *m = head + FRAME_HEADER;
+    size_t ml = 0;
+    m[ml++] = 0x83;
+    m[ml++] = 0xa1; m[ml++] = 'h'; ml += put_uint(m + ml, h->id);
+    m[ml++] = 0xa1; m[ml++] = 't'; m[ml++] = 0x92;
+    ml += put_int64(m + ml, (int64_t) st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec);
+    ml += put_int64(m + ml, (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+    ml += put_caller(m + ml, caller);
+    emit_frame(FRAME_RELEASE, head, ml, NULL, 0);
+  }
+  released[released_len].fd = (int32_t) fh;
+  released[released_len++].id = h->id;
+  memset(h, 0, sizeof *h);
+  close((int) fh);
+  *res = 0;
   pthread_mutex_unlock(&lock);
   return 1;
 }
@@ -478,16 +553,18 @@ static napi_value js_native_writes (napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-// handle(fd, id, append): fd is an open file of the mount; id != 0 once its OPEN is out. The
-// caller holds the order. handleClosed(fd): before the descriptor is closed.
+// handle(fd, id, append, announced): fd is an open file of the mount, with the handle id frames
+// use; announced once its OPEN is out. The caller holds the order. handleClosed(fd): before the
+// descriptor is closed.
 static napi_value js_handle (napi_env env, napi_callback_info info) {
-  ARGS(3)
+  ARGS(4)
   int32_t fd;
   uint32_t id;
-  bool append;
+  bool append, announced;
   napi_get_value_int32(env, argv[0], &fd);
   napi_get_value_uint32(env, argv[1], &id);
   napi_get_value_bool(env, argv[2], &append);
+  napi_get_value_bool(env, argv[3], &announced);
   if (fd < 0) return undefined(env);
   if ((size_t) fd >= handle_cap) {
     size_t cap = handle_cap ? handle_cap : 1024;
@@ -500,6 +577,7 @@ static napi_value js_handle (napi_env env, napi_callback_info info) {
   }
   handles[fd].id = id;
   handles[fd].open = 1;
+  handles[fd].announced = announced;
   handles[fd].append = append;
   return undefined(env);
 }
@@ -565,6 +643,22 @@ static napi_value js_spool_reclaim (napi_env env, napi_callback_info info) {
   return arr;
 }
 
+// released() -> [fd, id, fd, id, ...]: the handles released natively since the last call.
+static napi_value js_released (napi_env env, napi_callback_info info) {
+  tfs_order_enter();
+  napi_value arr, v;
+  napi_create_array_with_length(env, released_len * 2, &arr);
+  for (size_t i = 0; i < released_len; i++) {
+    napi_create_int32(env, released[i].fd, &v);
+    napi_set_element(env, arr, (uint32_t) (2 * i), v);
+    napi_create_uint32(env, released[i].id, &v);
+    napi_set_element(env, arr, (uint32_t) (2 * i + 1), v);
+  }
+  released_len = 0;
+  tfs_order_leave();
+  return arr;
+}
+
 // storeRoot(fd): the store's root directory; from now on read-only requests are answered natively.
 static napi_value js_store_root (napi_env env, napi_callback_info info) {
   ARGS(1)
@@ -583,6 +677,7 @@ void tfs_order_export (napi_env env, napi_value exports) {
     { "handle", NULL, js_handle, NULL, NULL, NULL, napi_default, NULL },
     { "handleClosed", NULL, js_handle_closed, NULL, NULL, NULL, napi_default, NULL },
     { "storeRoot", NULL, js_store_root, NULL, NULL, NULL, napi_default, NULL },
+    { "released", NULL, js_released, NULL, NULL, NULL, napi_default, NULL },
     { "spoolLend", NULL, js_spool_lend, NULL, NULL, NULL, napi_default, NULL },
     { "spoolNone", NULL, js_spool_none, NULL, NULL, NULL, napi_default, NULL },
     { "spoolReclaim", NULL, js_spool_reclaim, NULL, NULL, NULL, napi_default, NULL },
