@@ -82,6 +82,15 @@ async function waitFile(file: string): Promise<void> {
   for (let i = 0; i < 400 && !fs.existsSync(file); i++) await new Promise((r) => setTimeout(r, 25));
 }
 
+/** Directories made under `base`. */
+function made(base: string, ...names: string[]): string[] {
+  return names.map((n) => {
+    const d = path.join(base, n);
+    fs.mkdirSync(d, { recursive: true });
+    return d;
+  });
+}
+
 // ---- Targets: where a workload runs ----
 
 interface Up {
@@ -116,8 +125,7 @@ function bindfs(key: string, label: string, opts: string[]): Target {
     key,
     label,
     up: async (base) => {
-      const [store, mnt] = ['bstore', 'bmnt'].map((d) => path.join(base, d));
-      for (const d of [store!, mnt!]) fs.mkdirSync(d, { recursive: true });
+      const [store, mnt] = made(base, 'bstore', 'bmnt');
       const p = spawn('bindfs', ['-f', ...opts, store!, mnt!], { stdio: 'ignore' });
       await waitMounted(mnt!);
       return {
@@ -138,8 +146,7 @@ function journal(key: string, label: string, replicaRoot: 'none' | 'disk' | 'tmp
     key,
     label,
     up: async (base) => {
-      const [store, mnt] = ['store', 'mnt'].map((d) => path.join(base, d));
-      for (const d of [store!, mnt!]) fs.mkdirSync(d, { recursive: true });
+      const [store, mnt] = made(base, 'store', 'mnt');
       const replica = replicaRoot === 'none' ? undefined : path.join(replicaRoot === 'tmpfs' ? fs.mkdtempSync('/dev/shm/tfs-bench-') : base, 'replica');
       const mirror = replica ? spawn(process.execPath, [bin('mirror/main.js'), '--quiet', replica], { stdio: ['pipe', 'ignore', 'ignore'] }) : undefined;
       const out = mirror ? mirror.stdin! : fs.openSync('/dev/null', 'w');
@@ -170,8 +177,7 @@ function broadcast(key: string, label: string, mirrors: number, spool: boolean):
     key,
     label,
     up: async (base) => {
-      const [store, mnt] = ['store', 'mnt'].map((d) => path.join(base, d));
-      for (const d of [store!, mnt!]) fs.mkdirSync(d, { recursive: true });
+      const [store, mnt] = made(base, 'store', 'mnt');
       const sock = path.join(base, 'sock');
       const log = path.join(base, 'spool');
       const shm = fs.mkdtempSync('/dev/shm/tfs-bench-');

@@ -115,6 +115,19 @@ static void out_refresh (void) {
   }
 }
 
+/** Skips `n` bytes written of the parts `*iov` (`*count` of them). */
+static void iov_advance (struct iovec **iov, int *count, size_t n) {
+  while (*count > 0 && n >= (*iov)[0].iov_len) {
+    n -= (*iov)[0].iov_len;
+    (*iov)++;
+    (*count)--;
+  }
+  if (*count > 0) {
+    (*iov)[0].iov_base = (char *) (*iov)[0].iov_base + n;
+    (*iov)[0].iov_len -= n;
+  }
+}
+
 // Writes one frame (the lock held), whole: a blocking write is the journal's backpressure. Returns
 // 0, or the errno that broke the output (after which nothing more is written).
 static int out_write (struct iovec *iov, int count, uint64_t seq) {
@@ -147,15 +160,7 @@ static int out_write (struct iovec *iov, int count, uint64_t seq) {
       return out_broken;
     }
     out_written += (uint64_t) n;
-    while (count > 0 && (size_t) n >= iov[0].iov_len) {
-      n -= iov[0].iov_len;
-      iov++;
-      count--;
-    }
-    if (count > 0) {
-      iov[0].iov_base = (char *) iov[0].iov_base + n;
-      iov[0].iov_len -= n;
-    }
+    iov_advance(&iov, &count, (size_t) n);
   }
   if (pend_len - pend_head >= CHECK_EVERY) out_refresh();
   return 0;
@@ -182,15 +187,7 @@ static int spool_append (const struct iovec *iov, int count, size_t length, uint
       break;
     }
     done += (size_t) n;
-    while (count > 0 && (size_t) n >= r[0].iov_len) {
-      n -= r[0].iov_len;
-      r++;
-      count--;
-    }
-    if (count > 0) {
-      r[0].iov_base = (char *) r[0].iov_base + n;
-      r[0].iov_len -= n;
-    }
+    iov_advance(&r, &count, (size_t) n);
   }
   off_t entry_at = (off_t) ((seq - spool.first) * 8);
   if (err == 0) {
