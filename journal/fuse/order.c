@@ -6,6 +6,7 @@
 // snapshot turns, control requests). A WRITE on a handle JavaScript has already announced (its
 // OPEN is out) needs nothing from JavaScript: the libfuse worker thread takes the same lock,
 // pwrites the store and writes the frame, and answers the kernel without waking the main thread.
+// So does a RELEASE (its frame, then the close; JavaScript hears of it afterwards).
 // Whoever holds the lock is the only one touching the store through the mount and the only one
 // writing frames, so the output's order is the store's order, as it was with one thread. While
 // anything needs JavaScript to see every write (a snapshot session, a replica's copy being
@@ -55,7 +56,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int main_depth = 0;  // touched on the main thread only
 
 // Shared with JavaScript (a BigUint64Array over this memory): [0] the next frame's sequence number.
-static uint64_t shared_state[2];
+static uint64_t shared_state[1];
 static volatile int native_on = 0;
 
 static tfs_handle_t *handles = NULL;
