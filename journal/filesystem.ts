@@ -112,13 +112,18 @@ export class JournalFs {
    * without JavaScript and tells it afterwards): every look at all open files goes through here.
    */
   private openFiles(): IterableIterator<OpenFile> {
+    this.forgetReleased();
+    return this.open.values();
+  }
+
+  /** Forgets the handles released natively (also at every open, so that their list stays short). */
+  private forgetReleased(): void {
     const released = native.released();
     for (let i = 0; i < released.length; i += 2) {
       const file = this.open.get(released[i]!);
       // The descriptor may be open again already, for another file (another handle id).
       if (file !== undefined && file.id === released[i + 1]) this.open.delete(file.fd);
     }
-    return this.open.values();
   }
 
   /** Announced handles on an inode (for a snapshot's bootstrapping replicas). */
@@ -532,6 +537,7 @@ export class JournalFs {
   }
 
   private track(fd: number, flags: number): void {
+    this.forgetReleased();
     const { dev, ino } = fstat(fd);
     const append = (flags & fs.constants.O_APPEND) !== 0;
     const file: OpenFile = { id: this.nextHandle++, fd, dev, ino, append, announced: false };

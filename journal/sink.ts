@@ -133,10 +133,16 @@ export class FrameSink {
       }
       this.nextSeq[0] = seq + 1n;
       if (this.spool) {
-        // Native frames went to the spool meanwhile: it is taken back, appended to, and lent again.
-        this.spool.reclaim();
-        this.spool.append(parts, seq);
-        this.spool.lend();
+        // Native frames went to the spool meanwhile: it is taken back, appended to, and lent
+        // again. Whatever the spool throws (its bound's housekeeping), the frame still goes out.
+        try {
+          this.spool.reclaim();
+          this.spool.append(parts, seq);
+        } catch (err) {
+          this.log(`SPOOL ERROR at frame #${seq}: ${(err as Error).message}`);
+        } finally {
+          this.spool.lend();
+        }
       }
       this.deliver(parts, seq);
       return seq;

@@ -101,8 +101,7 @@ export class Spool {
           // still no room
         }
       }
-      this.brokenAt = seq;
-      this.options.log(`SPOOL BROKEN: ${(err as Error).message}. Frames from #${seq} on are NOT spooled; they only go to the reader, and are lost if it goes away too. The filesystem keeps working.`);
+      this.broke(seq, (err as Error).message);
       return false;
     }
     if (++this.appends >= CHECK_EVERY) {
@@ -110,6 +109,12 @@ export class Spool {
       this.trim(this.options.maxBytes);
     }
     return true;
+  }
+
+  /** The spool takes no frame from `seq` on: said loudly. */
+  private broke(seq: bigint, why: string): void {
+    this.brokenAt = seq;
+    this.options.log(`SPOOL BROKEN: ${why}. Frames from #${seq} on are NOT spooled; they only go to the reader, and are lost if it goes away too. The filesystem keeps working.`);
   }
 
   /** Whether every frame is synced as it is appended (native frames cannot be). */
@@ -133,7 +138,7 @@ export class Spool {
    * not append (a full disk) is appended again here, with the same remedies as any other.
    */
   reclaim(): void {
-    const [size, last, appended, , failed] = native.spoolReclaim();
+    const [size, last, appended, errno, failed] = native.spoolReclaim();
     if (appended > 0) {
       this.log.takeBack(size, last);
       this.appends += appended;
@@ -143,6 +148,8 @@ export class Spool {
       }
     }
     if (failed !== null) this.append([failed], failed.readBigUInt64LE(Offset.SEQ));
+    // A failed append whose frame could not even be kept (no memory): the spool misses it.
+    else if (errno !== 0) this.broke(this.log.lastSeq + 1n, `a native append failed (errno ${errno}) and its frame could not be kept`);
   }
 
   /** The reader of stdout has taken every frame up to `seq`. */

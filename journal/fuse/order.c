@@ -53,6 +53,7 @@ typedef struct {
 } tfs_handle_t;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int js_wants_native = 0;  // what JavaScript asked for (nativeWrites); native_on may be off meanwhile
 static int main_depth = 0;  // touched on the main thread only
 
 // Shared with JavaScript (a BigUint64Array over this memory): [0] the next frame's sequence number.
@@ -140,12 +141,16 @@ static int out_write (struct iovec *iov, int count, uint64_t seq) {
     size_t cap = pend_cap ? pend_cap * 2 : 8192;
     uint64_t *s = realloc(pend_seq, cap * sizeof(uint64_t)), *e = s ? realloc(pend_end, cap * sizeof(uint64_t)) : NULL;
     if (s) pend_seq = s;
-    if (!e) return out_broken = ENOMEM;
-    pend_end = e;
-    pend_cap = cap;
+    if (e) {
+      pend_end = e;
+      pend_cap = cap;
+    }
   }
-  pend_seq[pend_len] = seq;
-  pend_end[pend_len++] = out_written + total;
+  // Without memory to note it, the frame still goes out: only what the reader took is known less well.
+  if (pend_len < pend_cap) {
+    pend_seq[pend_len] = seq;
+    pend_end[pend_len++] = out_written + total;
+  }
   while (count > 0) {
     ssize_t n = writev(out_fd, iov, count);
     if (n < 0) {
@@ -355,8 +360,7 @@ int tfs_native_release (uint64_t fh, const uint32_t caller[3], int *res) {
   released[released_len].fd = (int32_t) fh;
   released[released_len++].id = h->id;
   memset(h, 0, sizeof *h);
-  close((int) fh);
-  *res = 0;
+  *res = close((int) fh) == 0 ? 0 : -errno;
   pthread_mutex_unlock(&lock);
   return 1;
 }
@@ -390,16 +394,17 @@ int tfs_native_getattr (const char *path, struct stat *st, int *res) {
 
 int tfs_native_fgetattr (const char *path, uint64_t fh, struct stat *st, int *res) {
   if (store_fd < 0) return 0;
+  // A file with a name answers by its name: the handle the channel attached to a GETATTR is not
+  // pinned by the kernel, and its descriptor may be closed and open again for another file.
+  if (path != NULL) return tfs_native_getattr(path, st, res);
+  // A file whose last name is gone answers from its descriptor, checked and used under the lock
+  // (a RELEASE, which closes it, takes the lock too).
   pthread_mutex_lock(&lock);
   tfs_handle_t *h = handle_of(fh);
   int open = h != NULL && h->open;
+  if (open) *res = fstat((int) fh, st) == 0 ? 0 : -errno;
   pthread_mutex_unlock(&lock);
-  // An open file answers from its descriptor (also once its last name is gone).
-  if (open) {
-    *res = fstat((int) fh, st) == 0 ? 0 : -errno;
-    return 1;
-  }
-  return tfs_native_getattr(path, st, res);
+  return open;
 }
 
 int tfs_native_flush (int *res) {
@@ -547,6 +552,7 @@ static napi_value js_native_writes (napi_env env, napi_callback_info info) {
   ARGS(1)
   bool on;
   napi_get_value_bool(env, argv[0], &on);
+  js_wants_native = on;
   native_on = on && !out_broken && !spool.failed;
   return undefined(env);
 }
@@ -637,7 +643,11 @@ static napi_value js_spool_reclaim (napi_env env, napi_callback_info info) {
   napi_set_element(env, arr, 4, v);
   spool.seg = spool.idx = -1;
   spool.appended = 0;
-  spool.failed = 0;
+  if (spool.failed) {
+    // JavaScript appends the frame again now: native writes may go on (or stop with the spool).
+    spool.failed = 0;
+    native_on = js_wants_native && !out_broken;
+  }
   return arr;
 }
 
