@@ -812,21 +812,7 @@ Fuse.EMEDIUMTYPE = -124
 const UTIME_NOW_NSEC = (1 << 30) - 1
 const UTIME_OMIT_NSEC = (1 << 30) - 2
 // TFS: the store order, the frame output and the native data path (order.c).
-Fuse.native = {
-  orderEnter: binding.orderEnter,
-  orderLeave: binding.orderLeave,
-  outOpen: binding.outOpen,
-  outWrite: binding.outWrite,
-  outStatus: binding.outStatus,
-  nativeWrites: binding.nativeWrites,
-  handle: binding.handle,
-  handleClosed: binding.handleClosed,
-  storeRoot: binding.storeRoot,
-  released: binding.released,
-  spoolLend: binding.spoolLend,
-  spoolNone: binding.spoolNone,
-  spoolReclaim: binding.spoolReclaim
-}
+Fuse.native = binding.native
 Fuse.UTIME_NOW = -1n
 Fuse.UTIME_OMIT = -2n
 

@@ -675,20 +675,18 @@ static napi_value js_store_root (napi_env env, napi_callback_info info) {
 }
 
 void tfs_order_export (napi_env env, napi_value exports) {
+#define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_default, NULL }
   napi_property_descriptor props[] = {
-    { "orderEnter", NULL, js_order_enter, NULL, NULL, NULL, napi_default, NULL },
-    { "orderLeave", NULL, js_order_leave, NULL, NULL, NULL, napi_default, NULL },
-    { "outOpen", NULL, js_out_open, NULL, NULL, NULL, napi_default, NULL },
-    { "outWrite", NULL, js_out_write, NULL, NULL, NULL, napi_default, NULL },
-    { "outStatus", NULL, js_out_status, NULL, NULL, NULL, napi_default, NULL },
-    { "nativeWrites", NULL, js_native_writes, NULL, NULL, NULL, napi_default, NULL },
-    { "handle", NULL, js_handle, NULL, NULL, NULL, napi_default, NULL },
-    { "handleClosed", NULL, js_handle_closed, NULL, NULL, NULL, napi_default, NULL },
-    { "storeRoot", NULL, js_store_root, NULL, NULL, NULL, napi_default, NULL },
-    { "released", NULL, js_released, NULL, NULL, NULL, napi_default, NULL },
-    { "spoolLend", NULL, js_spool_lend, NULL, NULL, NULL, napi_default, NULL },
-    { "spoolNone", NULL, js_spool_none, NULL, NULL, NULL, napi_default, NULL },
-    { "spoolReclaim", NULL, js_spool_reclaim, NULL, NULL, NULL, napi_default, NULL },
+    FN("orderEnter", js_order_enter), FN("orderLeave", js_order_leave),
+    FN("outOpen", js_out_open), FN("outWrite", js_out_write), FN("outStatus", js_out_status),
+    FN("nativeWrites", js_native_writes), FN("handle", js_handle), FN("handleClosed", js_handle_closed),
+    FN("storeRoot", js_store_root), FN("released", js_released),
+    FN("spoolLend", js_spool_lend), FN("spoolNone", js_spool_none), FN("spoolReclaim", js_spool_reclaim),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+#undef FN
+  // One object, `binding.native`, which index.js hands on as Fuse.native without listing it again.
+  napi_value native;
+  napi_create_object(env, &native);
+  napi_define_properties(env, native, sizeof props / sizeof props[0], props);
+  napi_set_named_property(env, exports, "native", native);
 }

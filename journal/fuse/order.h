@@ -28,7 +28,7 @@ int tfs_native_getxattr (const char *path, const char *name, char *value, size_t
 int tfs_native_listxattr (const char *path, char *list, size_t size, int *res);
 int tfs_native_readlink (const char *path, char *buf, size_t size, int *res);
 
-/** Adds the JavaScript functions (orderEnter, outWrite, handle, ...) to the binding's exports. */
+/** Adds the JavaScript functions (orderEnter, outWrite, handle, ...) as the binding's `native` object. */
 void tfs_order_export (napi_env env, napi_value exports);
 
 #endif
