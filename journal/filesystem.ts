@@ -45,11 +45,10 @@ const NO_ID = 0xffffffff;
  * JavaScript thread, where handlers run one at a time. A handler performs its store call and
  * writes its frame without yielding (only sync calls), so no other operation can come between
  * the two: the journal's order is exactly the order in which the store saw the operations, for
- * any number of processes using the mount. The exceptions are the data path and the close: a
- * WRITE through a handle whose OPEN is out, and a RELEASE, are handled on their libfuse thread,
- * natively (journal/fuse/order.c), under the store-order lock that every JavaScript handler also
- * runs under, so the argument holds with that lock in place of the one thread. (A native RELEASE
- * is learnt afterwards: see openFiles.) While a snapshot session runs or a copy is
+ * any number of processes using the mount. The one exception is the data path: a WRITE through a
+ * handle whose OPEN is out is handled on its libfuse thread, natively (journal/fuse/order.c),
+ * under the store-order lock that every JavaScript handler also runs under, so the argument
+ * holds with that lock in place of the one thread. While a snapshot session runs or a copy is
  * tracked (both need to see every write), every write comes here (`updateNative`).
  */
 export class JournalFs {
@@ -75,7 +74,7 @@ export class JournalFs {
         emitted: () => this.sink.lastSeq,
         newHandle: () => this.nextHandle++,
         announcedHandles: (key) => this.announcedHandles(key),
-        announcedFiles: () => [...this.openFiles()].filter((f) => f.announced).map((f) => ({ id: f.id, key: fileKey(f) })),
+        announcedFiles: () => [...this.open.values()].filter((f) => f.announced).map((f) => ({ id: f.id, key: fileKey(f) })),
         log,
         modeChanged: () => this.updateNative(),
       },
@@ -107,29 +106,10 @@ export class JournalFs {
     return session === null ? NO_TAGS : session.changed(inodeKey(st ?? this.tree.lstat(rel)), rel);
   }
 
-  /**
-   * The open files, without those released natively (journal/fuse/order.c releases a handle
-   * without JavaScript and tells it afterwards): every look at all open files goes through here.
-   */
-  private openFiles(): IterableIterator<OpenFile> {
-    this.forgetReleased();
-    return this.open.values();
-  }
-
-  /** Forgets the handles released natively (also at every open, so that their list stays short). */
-  private forgetReleased(): void {
-    const released = native.released();
-    for (let i = 0; i < released.length; i += 2) {
-      const file = this.open.get(released[i]!);
-      // The descriptor may be open again already, for another file (another handle id).
-      if (file !== undefined && file.id === released[i + 1]) this.open.delete(file.fd);
-    }
-  }
-
   /** Announced handles on an inode (for a snapshot's bootstrapping replicas). */
   private announcedHandles(key: string): number[] {
     const out: number[] = [];
-    for (const file of this.openFiles()) if (file.announced && fileKey(file) === key) out.push(file.id);
+    for (const file of this.open.values()) if (file.announced && fileKey(file) === key) out.push(file.id);
     return out;
   }
 
@@ -242,7 +222,7 @@ export class JournalFs {
   private announceBeforeNameGoes(p: string): void {
     const st = this.tree.lstatOrNull(fromFusePath(p));
     if (st === null || fileType(st.mode) !== S_IFREG) return;
-    for (const file of this.openFiles()) if (!file.announced && file.ino === st.ino && file.dev === st.dev) this.announce(file, p);
+    for (const file of this.open.values()) if (!file.announced && file.ino === st.ino && file.dev === st.dev) this.announce(file, p);
   }
 
   private entryCreated(type: typeof FrameType.CREATE | typeof FrameType.MKDIR | typeof FrameType.MKNOD | typeof FrameType.SYMLINK, p: string, extra: { rdev?: number; target?: string }): void {
@@ -537,7 +517,6 @@ export class JournalFs {
   }
 
   private track(fd: number, flags: number): void {
-    this.forgetReleased();
     const { dev, ino } = fstat(fd);
     const append = (flags & fs.constants.O_APPEND) !== 0;
     const file: OpenFile = { id: this.nextHandle++, fd, dev, ino, append, announced: false };
@@ -576,7 +555,7 @@ export class JournalFs {
   /** Closes every file still open on the store, and the store (after the mount is gone). */
   close(): void {
     this.sessions.close();
-    for (const { fd } of [...this.openFiles()]) {
+    for (const fd of this.open.keys()) {
       native.handleClosed(fd);
       try {
         fs.closeSync(fd);

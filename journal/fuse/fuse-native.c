@@ -1052,14 +1052,6 @@ static int tfs_fuse_write (const char *path, const char *buf, size_t len, off_t 
   return fuse_native_write(path, buf, len, offset, info);
 }
 
-static int tfs_fuse_release (const char *path, struct fuse_file_info *info) {
-  struct fuse_context *ctx = fuse_get_context();
-  uint32_t caller[3] = { (uint32_t) ctx->pid, ctx->uid, ctx->gid };
-  int res;
-  if (tfs_native_release(info->fh, caller, &res)) return res;
-  return fuse_native_release(path, info);
-}
-
 static int tfs_fuse_read (const char *path, char *buf, size_t len, off_t offset, struct fuse_file_info *info) {
   int res;
   if (tfs_native_read(info->fh, buf, len, offset, &res)) return res;
@@ -1160,7 +1152,7 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_opendir]) ops.opendir = fuse_native_opendir;
   if (implemented[op_read]) ops.read = tfs_fuse_read;
   if (implemented[op_write]) ops.write = tfs_fuse_write;
-  if (implemented[op_release]) ops.release = tfs_fuse_release;
+  if (implemented[op_release]) ops.release = fuse_native_release;
   if (implemented[op_releasedir]) ops.releasedir = fuse_native_releasedir;
   if (implemented[op_create]) ops.create = fuse_native_create;
   if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;

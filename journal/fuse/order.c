@@ -6,7 +6,6 @@
 // snapshot turns, control requests). A WRITE on a handle JavaScript has already announced (its
 // OPEN is out) needs nothing from JavaScript: the libfuse worker thread takes the same lock,
 // pwrites the store and writes the frame, and answers the kernel without waking the main thread.
-// So does a RELEASE (its frame, then the close; JavaScript hears of it afterwards).
 // Whoever holds the lock is the only one touching the store through the mount and the only one
 // writing frames, so the output's order is the store's order, as it was with one thread. While
 // anything needs JavaScript to see every write (a snapshot session, a replica's copy being
@@ -41,7 +40,6 @@
 
 #define FRAME_HEADER 32
 #define FRAME_WRITE 0x21
-#define FRAME_RELEASE 0x25
 #define OFF_CHECKSUM 28
 #define CHECK_EVERY 256
 
@@ -62,11 +60,6 @@ static volatile int native_on = 0;
 
 static tfs_handle_t *handles = NULL;
 static size_t handle_cap = 0;
-
-// Handles released natively that JavaScript has not yet forgotten (`released()` hands them over).
-typedef struct { int32_t fd; uint32_t id; } tfs_released_t;
-static tfs_released_t *released = NULL;
-static size_t released_len = 0, released_cap = 0;
 
 // The store's root directory (-1: none yet): read-only requests are answered from it natively.
 static int store_fd = -1;
@@ -236,13 +229,6 @@ static void put_le (uint8_t *p, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; i++) p[i] = (uint8_t) (v >> (8 * i));
 }
 
-/** msgpack of a signed 64-bit integer (a time in nanoseconds), always 9 bytes. */
-static size_t put_int64 (uint8_t *p, int64_t v) {
-  p[0] = 0xd3;
-  for (int i = 0; i < 8; i++) p[1 + i] = (uint8_t) ((uint64_t) v >> (56 - 8 * i));
-  return 9;
-}
-
 /** Whether a frame of `data` bytes (metadata at most 64) fits where it must go first: the spool's segment. */
 static int room_for (size_t data) {
   return !spool.required || (spool.seg >= 0 && spool.size + FRAME_HEADER + 64 + data + 15 <= spool.limit);
@@ -321,46 +307,6 @@ int tfs_native_write (uint64_t fh, const char *buf, size_t len, off_t offset, co
   ml += put_caller(m + ml, caller);
   emit_frame(FRAME_WRITE, head, ml, buf, (size_t) n);
   *res = (int) n;
-  pthread_mutex_unlock(&lock);
-  return 1;
-}
-
-int tfs_native_release (uint64_t fh, const uint32_t caller[3], int *res) {
-  if (!native_on) return 0;
-  pthread_mutex_lock(&lock);
-  tfs_handle_t *h = handle_of(fh);
-  struct stat st;
-  if (!native_on || h == NULL || !h->open || !room_for(0) || fstat((int) fh, &st) != 0) {
-    pthread_mutex_unlock(&lock);
-    return 0;
-  }
-  if (released_len == released_cap) {
-    size_t cap = released_cap ? released_cap * 2 : 256;
-    tfs_released_t *grown = realloc(released, cap * sizeof(tfs_released_t));
-    if (grown == NULL) {
-      pthread_mutex_unlock(&lock);
-      return 0;
-    }
-    released = grown;
-    released_cap = cap;
-  }
-  if (h->announced) {
-    // Metadata {h: id, t: [atime, mtime], c: [pid, uid, gid]}: the times the file is left with.
-    uint8_t head[FRAME_HEADER + 64];
-    uint8_t *m = head + FRAME_HEADER;
-    size_t ml = 0;
-    m[ml++] = 0x83;
-    m[ml++] = 0xa1; m[ml++] = 'h'; ml += put_uint(m + ml, h->id);
-    m[ml++] = 0xa1; m[ml++] = 't'; m[ml++] = 0x92;
-    ml += put_int64(m + ml, (int64_t) st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec);
-    ml += put_int64(m + ml, (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
-    ml += put_caller(m + ml, caller);
-    emit_frame(FRAME_RELEASE, head, ml, NULL, 0);
-  }
-  released[released_len].fd = (int32_t) fh;
-  released[released_len++].id = h->id;
-  memset(h, 0, sizeof *h);
-  *res = close((int) fh) == 0 ? 0 : -errno;
   pthread_mutex_unlock(&lock);
   return 1;
 }
@@ -648,22 +594,6 @@ static napi_value js_spool_reclaim (napi_env env, napi_callback_info info) {
   return arr;
 }
 
-// released() -> [fd, id, fd, id, ...]: the handles released natively since the last call.
-static napi_value js_released (napi_env env, napi_callback_info info) {
-  tfs_order_enter();
-  napi_value arr, v;
-  napi_create_array_with_length(env, released_len * 2, &arr);
-  for (size_t i = 0; i < released_len; i++) {
-    napi_create_int32(env, released[i].fd, &v);
-    napi_set_element(env, arr, (uint32_t) (2 * i), v);
-    napi_create_uint32(env, released[i].id, &v);
-    napi_set_element(env, arr, (uint32_t) (2 * i + 1), v);
-  }
-  released_len = 0;
-  tfs_order_leave();
-  return arr;
-}
-
 // storeRoot(fd): the store's root directory; from now on read-only requests are answered natively.
 static napi_value js_store_root (napi_env env, napi_callback_info info) {
   ARGS(1)
@@ -677,7 +607,7 @@ void tfs_order_export (napi_env env, napi_value exports) {
     FN("orderEnter", js_order_enter), FN("orderLeave", js_order_leave),
     FN("outOpen", js_out_open), FN("outWrite", js_out_write), FN("outStatus", js_out_status),
     FN("nativeWrites", js_native_writes), FN("handle", js_handle), FN("handleClosed", js_handle_closed),
-    FN("storeRoot", js_store_root), FN("released", js_released),
+    FN("storeRoot", js_store_root),
     FN("spoolLend", js_spool_lend), FN("spoolNone", js_spool_none), FN("spoolReclaim", js_spool_reclaim),
   };
 #undef FN

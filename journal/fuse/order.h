@@ -14,9 +14,6 @@ void tfs_order_leave (void);
 /** A WRITE handled without JavaScript: returns 1 with *res set, or 0 when JavaScript must handle it. */
 int tfs_native_write (uint64_t fh, const char *buf, size_t len, off_t offset, const uint32_t caller[3], int *res);
 
-/** A RELEASE handled without JavaScript (its frame, when its OPEN is out; then the close). */
-int tfs_native_release (uint64_t fh, const uint32_t caller[3], int *res);
-
 /** A READ handled without JavaScript: returns 1 with *res set, or 0 when JavaScript must handle it. */
 int tfs_native_read (uint64_t fh, char *buf, size_t len, off_t offset, int *res);
 

@@ -65,11 +65,9 @@ declare module 'fuse-native' {
     nativeWrites(on: boolean): void;
     /** fd is an open file of the mount, with the handle id frames use; `announced` once its OPEN is out. */
     handle(fd: number, id: number, append: boolean, announced: boolean): void;
-    /** The handles released natively since the last call: [fd, id, fd, id, ...]. */
-    released(): number[];
     /** fd is about to be closed. */
     handleClosed(fd: number): void;
-    /** The store's root directory: getattr, flush, getxattr, listxattr, readlink, reads and releases are answered from it natively. */
+    /** The store's root directory: getattr, flush, getxattr, listxattr, readlink and reads are answered from it natively. */
     storeRoot(fd: number): void;
     /** Lends the spool's segment to native frames (segFd -1: a spool without a segment yet). */
     spoolLend(segFd: number, idxFd: number, first: bigint, size: number, last: bigint, limit: number): void;
